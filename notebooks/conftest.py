@@ -2,5 +2,4 @@
 import os
 
 os.environ["CNNCOURSE_QUICK"] = "1"
-os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")

@@ -1,0 +1,62 @@
+"""Static checks of the committed notebooks: their links, kernel, outputs and place in README."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+COLAB = re.compile(r"https://colab\.research\.google\.com/github/[^/\s]+/[^/\s]+/blob/main/(notebooks/[^)\s\"]+\.ipynb)")
+IGNORE_MARKERS = ("NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP", "NBVAL_RAISES_EXCEPTION", "NBVAL_CHECK_OUTPUT")
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def test_the_six_notebooks_exist_in_order():
+    assert len(NOTEBOOKS) == 6, [p.name for p in NOTEBOOKS]
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_link_names_its_own_file(path):
+    first_cells = "".join(_source(c) for c in _load(path)["cells"][:2])
+    links = COLAB.findall(first_cells)
+    assert links, f"{path.name}: no 'Open in Colab' link near the top"
+    assert set(links) == {f"notebooks/{path.name}"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_kernelspec_is_python3(path):
+    assert _load(path)["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_opens_with_title_setup_and_device_cells(path):
+    cells = _load(path)["cells"]
+    assert cells[0]["cell_type"] == "markdown" and _source(cells[0]).startswith("# ")
+    code = [_source(c) for c in cells if c["cell_type"] == "code"]
+    assert any("google.colab" in c and "pip" in c for c in code[:3]), "setup cell that installs only in Colab"
+    assert any("describe_device" in c for c in code[:4]), "cell reporting the device"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_is_committed_with_outputs_and_strict_cells(path):
+    code = [c for c in _load(path)["cells"] if c["cell_type"] == "code"]
+    assert all(c.get("execution_count") for c in code), f"{path.name}: run every cell before committing"
+    strict = [c for c in code if c["outputs"] and not any(m in _source(c) for m in IGNORE_MARKERS)]
+    assert len(strict) >= 5, f"{path.name}: only {len(strict)} strictly compared cells with output"
+
+
+def test_readme_table_lists_every_notebook():
+    readme = (REPO / "README.md").read_text()
+    for path in NOTEBOOKS:
+        assert f"(notebooks/{path.name})" in readme, f"README's notebook table lacks {path.name}"
