@@ -1,0 +1,76 @@
+"""LeNet (LeCun et al. 1998) as the course's LeNet article builds it for CIFAR-10, with BatchNorm.
+
+Two 5x5 convolutions, each followed by BatchNorm, ReLU and 2x2 max-pooling, then dense layers
+120-84-num_classes. It returns logits (no softmax: ``nn.CrossEntropyLoss`` takes logits). For a
+3x32x32 input and 10 classes it has 62,050 parameters. This file needs torch alone.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["LeNet", "lenet"]
+
+
+class LeNet(nn.Module):
+    """conv5x5(in_channels->6), BN, ReLU, pool; conv5x5(6->16), BN, ReLU, pool; dense 120, 84, num_classes.
+
+    The flattened size (16 * 5 * 5 for 32 px) is computed from ``image_size``, so
+    ``LeNet(in_channels=1, image_size=28)`` fits MNIST (16 * 4 * 4). Inputs must be exactly
+    ``image_size`` square because the first dense layer's width depends on it. ReLU is applied
+    functionally, as in the article, so torchsummary's table and memory estimate match its own.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> None:
+        super().__init__()
+        side = ((image_size - 4) // 2 - 4) // 2  # two valid 5x5 convs (-4 each), two 2x2 pools (//2 each)
+        if side < 1:
+            raise ValueError(f"LeNet needs image_size >= 16 (two 5x5 convs and two 2x2 pools); got {image_size}")
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.image_size = image_size
+        self.min_input_size = image_size
+        self.num_features = 16 * side * side
+        self.conv1 = nn.Conv2d(in_channels, 6, kernel_size=5)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.conv2 = nn.Conv2d(6, 16, kernel_size=5)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(self.num_features, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+
+    def _check_input(self, x: Tensor) -> None:
+        c, s = self.in_channels, self.image_size
+        if x.dim() == 4 and x.shape[1] == c and x.shape[2] == s and x.shape[3] == s:
+            return
+        if x.dim() != 4:
+            hint = "Pass a batch (N, C, H, W); for a single image use x.unsqueeze(0)."
+        elif x.shape[2] != x.shape[3]:
+            hint = "Resize or crop the images to a square."
+        else:
+            hint = (f"Build it with LeNet(in_channels={x.shape[1]}, image_size={x.shape[2]}) "
+                    f"for {x.shape[1]}-channel {x.shape[2]}x{x.shape[3]} images.")
+        raise ValueError(f"LeNet expects input of shape (N, {c}, {s}, {s}); got {tuple(x.shape)}. {hint}")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The two conv-BN-ReLU-pool stages: feature maps of shape (N, 16, side, side)."""
+        self._check_input(x)
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))
+        return self.pool(F.relu(self.bn2(self.conv2(x))))
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        """Flatten and the three dense layers: logits of shape (N, num_classes)."""
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def lenet(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> LeNet:
+    """Builder with the same signature style as the other models (see :class:`LeNet`)."""
+    return LeNet(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
