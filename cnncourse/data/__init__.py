@@ -1,0 +1,26 @@
+"""Every data set of the course through one small API.
+
+    from cnncourse.data import get_dataset, make_loader, default_transform
+    train = get_dataset("cifar10", "train", transform=default_transform("cifar10", train=True, augment=True))
+    loader = make_loader(train, batch_size=64, shuffle=True, seed=0)
+
+Data sets: ``mnist``, ``fashion-mnist``, ``cifar10`` (torchvision's classes: real download, MD5
+checks), ``galaxy10`` (DECaLS) and ``galaxy10-sdss`` (astroNN's ``.h5`` files from Zenodo: SHA-256
+checked, read lazily, stratified split), or the path of any image folder. Files go to the data
+folder (``root=``, else ``$CNNCOURSE_DATA``, else ``~/.cache/cnncourse``). In quick mode
+(``CNNCOURSE_QUICK=1``) the same calls return small real samples shipped with the package.
+"""
+from cnncourse.data.core import get_dataset, image_folder
+from cnncourse.data.errors import ChecksumError, DataUnavailableError
+from cnncourse.data.galaxy10 import Galaxy10Dataset
+from cnncourse.data.imageops import stratified_split
+from cnncourse.data.loaders import default_num_workers, make_loader, to_tensors
+from cnncourse.data.registry import (DATASETS, NORMALIZATION, DatasetInfo, class_names, dataset_info)
+from cnncourse.data.samples import SampleDataset
+from cnncourse.data.transforms import article_transform, default_transform
+
+__all__ = [
+    "DATASETS", "NORMALIZATION", "ChecksumError", "DataUnavailableError", "DatasetInfo", "Galaxy10Dataset",
+    "SampleDataset", "article_transform", "class_names", "dataset_info", "default_num_workers",
+    "default_transform", "get_dataset", "image_folder", "make_loader", "stratified_split", "to_tensors",
+]

@@ -1,0 +1,112 @@
+"""``get_dataset``: one call for every data set of the course, full or quick, or any image folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from torch.utils.data import Dataset, Subset
+from torchvision import datasets as tv_datasets
+from torchvision import transforms as T
+
+from cnncourse.config import data_root, quick_mode
+from cnncourse.data.galaxy10 import GALAXY10_FILES, load_galaxy10
+from cnncourse.data.imageops import ImageSize, size_hw, stratified_split
+from cnncourse.data.registry import canonical_name, dataset_info, unknown_name_message
+from cnncourse.data.samples import SampleDataset
+from cnncourse.data.torchvision_sets import TORCHVISION_CLASSES, load_torchvision
+
+SPLITS = ("train", "test")
+
+
+class FolderSplit(Subset):
+    """One split of a single image folder; keeps ``classes`` and ``targets`` like the full set."""
+
+    def __init__(self, dataset: tv_datasets.ImageFolder, indices, image_size: ImageSize = None) -> None:
+        super().__init__(dataset, [int(i) for i in indices])
+        self.classes: List[str] = list(dataset.classes)
+        self.class_to_idx = dict(dataset.class_to_idx)
+        self.targets: List[int] = [dataset.targets[i] for i in self.indices]
+        self.image_size = image_size
+
+    @property
+    def transform(self) -> Optional[Callable]:
+        return self.dataset.transform
+
+
+def _with_resize(transform: Optional[Callable], image_size: ImageSize) -> Optional[Callable]:
+    """Prepend a bilinear ``Resize`` (what ``imageops.resize_pil`` does) to ``transform``."""
+    hw = size_hw(image_size)
+    if hw is None:
+        return transform
+    resize = T.Resize(hw, interpolation=T.InterpolationMode.BILINEAR)
+    return resize if transform is None else T.Compose([resize, transform])
+
+
+def _looks_like_path(name: object) -> bool:
+    text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
+    return isinstance(name, os.PathLike) or os.sep in text or "/" in text or text.startswith((".", "~"))
+
+
+def image_folder(path: "str | os.PathLike[str]", split: str = "train", transform: Optional[Callable] = None,
+                 image_size: ImageSize = None, seed: int = 0, test_fraction: float = 0.1) -> Dataset:
+    """An image folder in torchvision's ImageFolder layout, as a train or test split.
+
+    With ``train/`` and ``test/`` (or ``val/``) sub-folders, the split's sub-folder is used;
+    with class folders directly under ``path``, a stratified seeded split makes train and test.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ValueError(unknown_name_message(str(path)) + f" (the folder {root} does not exist)")
+    transform = _with_resize(transform, image_size)
+    if (root / "train").is_dir():
+        sub = root / split
+        if split == "test" and not sub.is_dir() and (root / "val").is_dir():
+            sub = root / "val"
+        if not sub.is_dir():
+            raise ValueError(f"the image folder {root} has train/ but no {split}/ sub-folder")
+        dataset = tv_datasets.ImageFolder(str(sub), transform=transform)
+        dataset.image_size = image_size
+        return dataset
+    dataset = tv_datasets.ImageFolder(str(root), transform=transform)
+    dataset.image_size = image_size
+    train, test = stratified_split(dataset.targets, test_fraction=test_fraction, seed=seed)
+    return FolderSplit(dataset, train if split == "train" else test, image_size=image_size)
+
+
+def get_dataset(name: "str | os.PathLike[str]", split: str = "train", root: "str | os.PathLike[str] | None" = None,
+                transform: Optional[Callable] = None, download: bool = True, image_size: ImageSize = None,
+                seed: int = 0) -> Dataset:
+    """The ``split`` ("train" or "test") of a data set, as a torch Dataset of (image, label).
+
+    ``name``: one of ``DATASETS`` (mnist, fashion-mnist, cifar10, galaxy10, galaxy10-sdss) or the
+    path of an image folder. ``root``: the data folder (else ``$CNNCOURSE_DATA``, else
+    ``~/.cache/cnncourse``). ``transform=None`` gives PIL images, as torchvision does.
+    ``image_size`` resizes on the fly (Galaxy10 is 256x256 natively). ``seed`` fixes the
+    stratified train/test split of Galaxy10 and of single image folders. In quick mode
+    (``CNNCOURSE_QUICK=1`` or ``cnncourse.set_quick_mode(True)``) the small samples packaged with
+    cnncourse are returned instead, without touching the network or the data folder. Every
+    returned data set has ``.classes`` and ``.targets``.
+
+    Raises ``ValueError`` for an unknown name or split, :class:`DataUnavailableError` when the
+    files are missing and cannot be downloaded, :class:`ChecksumError` for a corrupted file.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    try:
+        key = canonical_name(os.fspath(name))
+    except ValueError:
+        if _looks_like_path(name) or Path(os.fspath(name)).expanduser().is_dir():
+            return image_folder(name, split, transform=transform, image_size=image_size, seed=seed)
+        raise
+    if quick_mode():
+        return SampleDataset(key, split, transform=transform, image_size=image_size)
+    folder = data_root(root)
+    if key in GALAXY10_FILES:
+        return load_galaxy10(key, split, folder, transform, download, image_size, seed)
+    if key in TORCHVISION_CLASSES:
+        dataset = load_torchvision(key, split, folder, _with_resize(transform, image_size), download)
+        dataset.classes = list(dataset_info(key).classes)
+        dataset.image_size = image_size
+        return dataset
+    raise ValueError(unknown_name_message(name))  # pragma: no cover - every registry name is handled
