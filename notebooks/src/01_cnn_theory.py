@@ -1,0 +1,280 @@
+# %% [markdown]
+# # 1. CNN theory: convolution, padding, stride, pooling and dense layers by hand
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/01_cnn_theory.ipynb)
+#
+# **What you will learn.** Where convolutional networks come from, why local receptive fields and
+# weight sharing need so few parameters, and the exact arithmetic of every layer a CNN is made of:
+# padding, stride and the output-size formula, single- and multi-channel convolution, max and
+# average pooling, and the dense layer. Every formula is computed from scratch in NumPy
+# (`cnncourse.theory`, plain loops you can read) **and** checked against PyTorch in the same cell.
+#
+# Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
+# 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10.
+
+# %%
+# Setup. In Google Colab: fetch the course (package, notebooks, recorded results) and install it.
+# Anywhere else this does nothing: install once with `pip install -e ".[dev]"` in the repository.
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/cnncourse"):
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
+                        "/content/cnncourse"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
+    sys.path.insert(0, "/content/cnncourse")
+    os.chdir("/content/cnncourse/notebooks")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import numpy as np
+import torch
+import torch.nn.functional as F
+import matplotlib.pyplot as plt
+
+import cnncourse
+from cnncourse import theory
+
+# This notebook needs no GPU and no data download. The quick switch (CNNCOURSE_QUICK=1, or
+# cnncourse.set_quick_mode(True)) is read by every notebook; here it changes nothing.
+print("torch", torch.__version__, "| quick mode:", cnncourse.quick_mode())
+print(cnncourse.describe_device())
+
+# %% [markdown]
+# ## Where CNNs come from
+#
+# In the 1950s-60s Hubel and Wiesel found two kinds of neurons in the cat's visual cortex.
+# **Simple cells (S)** fire for an edge or a bar at one orientation in one small patch of the
+# visual field, their *receptive field*. **Complex cells (C)** collect several simple cells of the
+# same orientation and fire wherever in a larger area that bar appears: they tolerate small shifts.
+#
+# Fukushima's **neocognitron** (1980) stacked these two ideas as alternating S-layers (feature
+# detectors) and C-layers (shift-tolerant pooling). LeCun's **LeNet** (1989-1998) kept the
+# architecture - convolution for S, subsampling for C - and trained all of it end to end with
+# backpropagation. Today's CNNs are that recipe, made deeper.
+
+# %% [markdown]
+# ## Local receptive fields and weight sharing
+#
+# A dense layer connects every input value to every output value. A convolutional layer makes two
+# restrictions:
+#
+# * **local receptive field**: an output value sees only a small $k \times k$ patch of the input;
+# * **weight sharing**: every position uses the *same* filter, so the layer learns one
+#   $k \times k \times K$ filter (plus a bias) per output channel, whatever the image size.
+#
+# With $K$ input channels and $M$ filters, a conv layer has $M(Kk^2 + 1)$ parameters. Take LeNet's
+# first layer on a $3 \times 32 \times 32$ CIFAR-10 image: 6 filters of $5 \times 5$, output
+# $6 \times 28 \times 28$. The three ways to produce that same output:
+
+# %%
+counts = theory.dense_vs_conv_params(height=32, width=32, in_channels=3, out_channels=6, kernel=5, padding=0)
+for kind, n in counts.items():
+    print(f"{kind:>18}: {n:>12,} parameters")
+print(f"dense / conv = {counts['dense'] / counts['conv']:,.0f} times more")
+
+# %% [markdown]
+# The conv count, $6 \cdot (3 \cdot 5 \cdot 5 + 1) = 456$, is exactly what PyTorch allocates for
+# `nn.Conv2d(3, 6, 5)`; the dense count is that of an `nn.Linear` between the flattened shapes:
+
+# %%
+conv = torch.nn.Conv2d(3, 6, kernel_size=5)
+dense = torch.nn.Linear(3 * 32 * 32, 6 * 28 * 28)
+print("nn.Conv2d(3, 6, 5):", sum(p.numel() for p in conv.parameters()))
+print("nn.Linear(3072, 4704):", f"{sum(p.numel() for p in dense.parameters()):,}")
+print(conv(torch.zeros(1, 3, 32, 32)).shape)
+
+# %% [markdown]
+# ## The convolution formula
+#
+# For a single-channel image $I$ and a square filter $F$ of size $k = 2N + 1$, the output pixel
+# at $(x, y)$ with stride $s$ is
+#
+# $$I'[x, y] = \sum_{i=-N}^{N} \sum_{j=-N}^{N} I[s x + i,\; s y + j]\; F[i + N,\; j + N]$$
+#
+# (indices into the zero-padded image, so that $x = y = 0$ is centred on the first pixel).
+# Deep-learning libraries do not flip the filter: strictly this is *cross-correlation*, and it is
+# what `torch.nn.functional.conv2d` computes.
+#
+# **Worked example.** The vertical-line filter below responds to a bright one-pixel-wide
+# vertical line. Put it, with one ring of zero padding, on the top-left corner of an image whose
+# top-left $2 \times 2$ block is $\begin{smallmatrix}2 & 2\\1 & 0\end{smallmatrix}$:
+#
+# $$\begin{pmatrix}0&0&0\\0&2&2\\0&1&0\end{pmatrix} \odot \begin{pmatrix}-1&2&-1\\-1&2&-1\\-1&2&-1\end{pmatrix}
+# \;\Rightarrow\; 0+0+0\;+\;0+4-2\;+\;0+2+0 = 4$$
+
+# %%
+F_vertical = theory.VERTICAL_LINE_FILTER
+image = np.array([[2, 2, 5, 1],
+                  [1, 0, 3, 2],
+                  [4, 1, 0, 1],
+                  [0, 2, 2, 3]], dtype=float)   # any image whose top-left 2x2 block is [[2, 2], [1, 0]]
+by_hand = theory.conv2d_single(image, F_vertical, stride=1, padding=1)
+by_torch = F.conv2d(torch.tensor(image)[None, None], torch.tensor(F_vertical)[None, None], padding=1)[0, 0].numpy()
+print("top-left output by hand:", by_hand[0, 0])
+print(by_hand)
+print("equal to torch.nn.functional.conv2d:", np.allclose(by_hand, by_torch))
+
+# %% [markdown]
+# ## Padding and the output-size formula
+#
+# A $k \times k$ window fits $n - k + 1$ times along an axis of length $n$. Adding $p$ zeros on each
+# side and moving the window $s$ pixels at a time gives
+#
+# $$n' = \left\lfloor \frac{n + 2p - k}{s} \right\rfloor + 1 .$$
+#
+# **Same padding** keeps $n' = n$ at stride 1: $p = (k - 1)/2$ for an odd kernel. That is the
+# `padding=` PyTorch needs (`padding="same"` computes it for you, at stride 1 only). The formula
+# against the shape PyTorch really produces:
+
+# %%
+print(f"{'n':>3} {'k':>2} {'p':>2} {'s':>2} | formula  torch")
+for n, k, p, s in [(32, 5, 0, 1), (32, 5, 2, 1), (32, 3, 1, 2), (28, 7, 3, 2), (7, 3, 0, 3), (224, 7, 3, 2)]:
+    formula = theory.output_size(n, k, p, s)
+    actual = F.conv2d(torch.zeros(1, 1, n, n), torch.zeros(1, 1, k, k), padding=p, stride=s).shape[-1]
+    print(f"{n:>3} {k:>2} {p:>2} {s:>2} | {formula:>7} {actual:>6}")
+print("same padding for k = 3, 5, 7:", [theory.same_padding(k) for k in (3, 5, 7)])
+
+# %% [markdown]
+# ## Stride
+#
+# Stride $s$ moves the window $s$ pixels at a time: the output keeps every $s$-th position of the
+# stride-1 output, so it shrinks by about $s$ along each axis.
+
+# %%
+stride1 = theory.conv2d_single(image, F_vertical, stride=1, padding=1)
+stride2 = theory.conv2d_single(image, F_vertical, stride=2, padding=1)
+print(stride2)
+print("stride 2 = every 2nd stride-1 output:", np.array_equal(stride2, stride1[::2, ::2]))
+print("equal to torch:", np.allclose(stride2, F.conv2d(torch.tensor(image)[None, None],
+                                                       torch.tensor(F_vertical)[None, None], padding=1, stride=2)[0, 0].numpy()))
+
+# %% [markdown]
+# ## Multi-channel convolution
+#
+# A colour image has $K = 3$ channels, and every filter has the input's depth: filter $m$ is
+# $K \times k \times k$. Its response sums the single-channel convolutions over the channels and
+# adds one bias:
+#
+# $$I'_m[x, y] = \sum_{k=0}^{K-1} \sum_{i=-N}^{N} \sum_{j=-N}^{N} I_k[s x + i,\; s y + j]\; F_{m,k}[i + N,\; j + N] + b_m$$
+#
+# $M$ filters give $M$ output channels: the number of filters sets the output depth.
+
+# %%
+rng = np.random.default_rng(0)
+x = rng.normal(size=(3, 8, 8))             # K = 3 input channels
+filters = rng.normal(size=(4, 3, 3, 3))    # M = 4 filters, each 3 deep
+bias = rng.normal(size=4)
+by_hand = theory.conv2d(x, filters, bias, stride=1, padding=1)
+by_torch = F.conv2d(torch.tensor(x)[None], torch.tensor(filters), torch.tensor(bias), padding=1)[0].numpy()
+print("input", x.shape, "-> output", by_hand.shape)
+print("max |hand - torch| < 1e-12:", np.abs(by_hand - by_torch).max() < 1e-12)
+
+# %% [markdown]
+# ## A line detector on a real image
+#
+# The vertical-line filter on a real CIFAR-10 photograph (one of the samples shipped with the
+# package), in grey levels. A filter only sees its receptive field: a $3 \times 3$ filter answers
+# to one-pixel lines, while the same pattern stretched to $9 \times 9$ (three columns of width 3)
+# answers to thicker, longer vertical structures and ignores fine texture.
+
+# %%
+from cnncourse.data import SampleDataset
+
+samples = SampleDataset("cifar10", split="train")
+photo, label = samples[samples.targets.index(samples.classes.index("truck"))]   # the first truck
+grey = np.asarray(photo.convert("L"), dtype=float) / 255.0
+large_filter = np.kron(F_vertical, np.ones((3, 3))) / 9.0   # the same pattern over a 9x9 receptive field
+small_response = theory.conv2d_single(grey, F_vertical, padding=theory.same_padding(3))
+large_response = theory.conv2d_single(grey, large_filter, padding=theory.same_padding(9))
+for name, filt, response in [("3x3", F_vertical, small_response), ("9x9", large_filter, large_response)]:
+    reference = F.conv2d(torch.tensor(grey)[None, None], torch.tensor(filt)[None, None], padding="same")[0, 0].numpy()
+    print(f"{name}: output {response.shape}, equal to torch padding='same': {np.allclose(response, reference)}")
+print("image:", samples.classes[label])
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+for ax, img, title in [(axes[0], grey, f"input ({samples.classes[label]})"),
+                       (axes[1], small_response, "3x3 vertical-line filter"),
+                       (axes[2], large_response, "9x9 vertical-line filter")]:
+    ax.imshow(img, cmap="gray")
+    ax.set_title(title)
+    ax.axis("off")
+fig.tight_layout()
+
+# %% [markdown]
+# ## Pooling
+#
+# Pooling summarises each $k \times k$ window of every channel separately, so the number of channels
+# does not change. Max pooling keeps the strongest response, average pooling the mean:
+#
+# $$P_{\max}[x, y] = \max_{0 \le i, j < k} I[s x + i,\; s y + j] \qquad
+# P_{\text{avg}}[x, y] = \frac{1}{k^2} \sum_{0 \le i, j < k} I[s x + i,\; s y + j]$$
+#
+# The stride defaults to the kernel size (windows side by side, no overlap), so a $2 \times 2$ pool
+# halves each side and a $4 \times 4$ pool quarters it. Applied to the filtered image:
+
+# %%
+for k in (2, 4):
+    mx = theory.max_pool2d(small_response, kernel=k)
+    av = theory.avg_pool2d(small_response, kernel=k)
+    t = torch.tensor(small_response)[None, None]
+    print(f"{k}x{k}: {small_response.shape} -> {mx.shape}; "
+          f"max equal to torch: {np.allclose(mx, F.max_pool2d(t, k)[0, 0].numpy())}, "
+          f"avg equal to torch: {np.allclose(av, F.avg_pool2d(t, k)[0, 0].numpy())}")
+three_channels = torch.tensor(x)[None]
+print("channels unchanged:", tuple(three_channels.shape), "->", tuple(F.max_pool2d(three_channels, 2).shape))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
+for ax, (title, img) in zip(axes, [("max 2x2", theory.max_pool2d(small_response, 2)),
+                                   ("avg 2x2", theory.avg_pool2d(small_response, 2)),
+                                   ("max 4x4", theory.max_pool2d(small_response, 4)),
+                                   ("avg 4x4", theory.avg_pool2d(small_response, 4))]):
+    ax.imshow(img, cmap="gray")
+    ax.set_title(f"{title}: {img.shape[0]}x{img.shape[1]}")
+    ax.axis("off")
+fig.tight_layout()
+
+# %% [markdown]
+# ## The dense layer
+#
+# After the convolutions, the feature maps are flattened into a vector $x$ and dense layers compute
+#
+# $$x' = f(Wx + b)$$
+#
+# with a weight matrix $W$ (outputs x inputs), a bias vector $b$ and an activation $f$ such as ReLU.
+# **The bias trick:** append a constant 1 to $x$ and $b$ as an extra column of $W$; then
+# $x' = f([W \mid b] \, [x; 1])$ is one matrix product, which is how the bias is often drawn as an
+# extra input neuron.
+
+# %%
+x_vec = rng.normal(size=5)
+W = rng.normal(size=(3, 5))
+b = rng.normal(size=3)
+plain = theory.dense(x_vec, W, b, activation="relu")
+trick = theory.dense_with_bias_trick(x_vec, W, b, activation="relu")
+linear = torch.nn.Linear(5, 3).double()
+with torch.no_grad():
+    linear.weight.copy_(torch.tensor(W))
+    linear.bias.copy_(torch.tensor(b))
+    by_torch = torch.relu(linear(torch.tensor(x_vec))).numpy()
+print("f(Wx + b):        ", np.round(plain, 6))
+print("bias trick equal: ", np.allclose(plain, trick))
+print("nn.Linear + ReLU equal:", np.allclose(plain, by_torch))
+print("parameters of nn.Linear(5, 3):", theory.dense_param_count(5, 3), "=", sum(p.numel() for p in linear.parameters()))
+
+# %% [markdown]
+# ## Summary
+#
+# * A conv layer has $M(Kk^2 + 1)$ parameters, independent of the image size, thanks to local
+#   receptive fields and weight sharing.
+# * Output size: $\lfloor (n + 2p - k)/s \rfloor + 1$; same padding is $p = (k-1)/2$.
+# * Pooling shrinks each channel by the stride and keeps the channel count.
+# * Dense layers finish the job: $x' = f(Wx + b)$.
+#
+# Next: notebook 2 assembles these layers into LeNet and trains it on CIFAR-10.
