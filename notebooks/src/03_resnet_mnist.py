@@ -1,0 +1,503 @@
+# %% [markdown]
+# # 3. ResNet on MNIST: residual blocks from scratch
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/03_resnet_mnist.ipynb)
+#
+# **What you will learn.** Why very deep plain networks train *worse* than shallower ones, and how
+# learning a residual $F(x) = H(x) - x$ fixes it; the two building blocks of ResNet - the basic
+# block and the bottleneck block - built step by step, with their parameter counts derived by
+# formula and checked against PyTorch and against `cnncourse.models`; what a shortcut does when a
+# block changes the number of channels or the image size; why a ResNet designed for 224-pixel
+# photos needs a different stem for 28-pixel digits; and a ResNet trained on MNIST, with its
+# learning curves, its confusion matrix and the digits it still gets wrong.
+#
+# Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
+# 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10.
+
+# %%
+# Setup. In Google Colab: fetch the course (package, notebooks, recorded results) and install it.
+# Anywhere else this does nothing: install once with `pip install -e ".[dev]"` in the repository.
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/cnncourse"):
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
+                        "/content/cnncourse"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
+    sys.path.insert(0, "/content/cnncourse")
+    os.chdir("/content/cnncourse/notebooks")
+
+# %% [markdown]
+# **Quick mode or the real experiment.** With `CNNCOURSE_QUICK=1` in the environment (the test
+# suite and the notebook builder set it) the data set calls return a small real sample of MNIST
+# shipped with the package (500 training and 200 test digits) and the network trains for one
+# short epoch: seconds on a CPU, and what the stored outputs show. Without it (the default when you
+# open the notebook in Jupyter or Colab) the notebook downloads MNIST and trains for 3 epochs on all
+# 60,000 training digits (a quarter of an hour on a single CPU core; far less on a GPU). To choose
+# in the notebook itself, call `cnncourse.set_quick_mode(True)` or `cnncourse.set_quick_mode(False)`
+# at the top of the next cell; everything below reads `QUICK`.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+%matplotlib inline
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import cnncourse
+from cnncourse import plot
+from cnncourse.data import dataset_info
+from cnncourse.fastdata import fast_loaders
+from cnncourse.models import BasicBlock, Bottleneck, make_stage, resnet18, resnet20
+from cnncourse.train import fit, predict
+
+QUICK = cnncourse.quick_mode()
+DEVICE = cnncourse.get_device()
+EPOCHS = 1 if QUICK else 3
+BATCH_SIZE = 128
+DIGITS = [str(d) for d in range(10)]
+print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs:", EPOCHS)
+print(cnncourse.describe_device())
+
+# %% [markdown]
+# ## The problem: deeper plain networks train worse
+#
+# By 2015 networks had grown from LeNet's handful of layers to VGG's 19, and deeper usually meant
+# better. But stacking still more plain layers (convolution, BatchNorm, ReLU, again and again) made
+# things *worse*: on CIFAR-10 a 56-layer plain network had a higher error than a 20-layer one (and
+# on ImageNet a 34-layer one than an 18-layer one) - and not only on the test set but on the
+# **training** set. So it was not over-fitting: the deeper network was simply harder to optimise.
+#
+# That should not happen. Take the trained shallow network and add layers that compute the
+# identity: the deeper network then computes exactly the same function, with the same training
+# error. A deeper network can always be at least as good - yet gradient descent did not find such a
+# solution. Copying the input through a stack of convolutions and ReLUs is hard to learn.
+
+# %% [markdown]
+# ## The fix: learn the residual
+#
+# Let $H(x)$ be the mapping a few layers should compute. Instead of asking them for $H$ directly,
+# a **residual block** asks them for the difference
+#
+# $$F(x) = H(x) - x, \qquad \text{and outputs} \qquad y = F(x) + x .$$
+#
+# The $+\,x$ is a **shortcut connection**: the input skips the layers and is added back, with no
+# parameters at all. Now the identity is the easiest thing to learn: drive the weights of $F$
+# towards zero and the block passes its input through. Layers that are not needed cost nothing,
+# and the gradient flows back through the additions unchanged, however deep the network.
+
+# %% [markdown]
+# ## ResNet in numbers
+#
+# He, Zhang, Ren and Sun (Microsoft Research) won the ILSVRC 2015 classification challenge with
+# residual networks of up to **152 layers**, 8 times deeper than VGG-19, at a lower cost; an
+# ensemble of them reached **3.57 % top-5 error** on the ImageNet test set. The paper analyses
+# CIFAR-10 with networks of over 100 and over 1000 layers (110 and 1202: the CIFAR ResNets have
+# $6n + 2$ layers), and the same networks, used as feature extractors, gave a **28 % relative
+# improvement** in object detection on COCO.
+
+# %%
+print("152 layers / VGG-19's 19 =", 152 // 19, "times deeper")
+for n in (3, 18, 200):
+    print(f"CIFAR ResNet with n = {n:>3}: 6n + 2 = {6 * n + 2:>4} layers")
+
+# %% [markdown]
+# ## The basic block
+#
+# The basic block (ResNet-18 and -34, and the CIFAR ResNets) has two 3x3 convolutions:
+#
+# $$y = \mathrm{ReLU}\Big(\mathrm{BN}\big(W_2 * \mathrm{ReLU}(\mathrm{BN}(W_1 *_s x))\big) + S(x)\Big)$$
+#
+# The first convolution carries the stride $s$ (1, or 2 to halve the image), both use padding 1 so a
+# stride-1 block keeps the size, and the last ReLU comes **after** the addition. $S$ is the
+# shortcut. We build the residual branch $F$ first:
+
+# %%
+def basic_branch(in_channels, out_channels, stride=1):
+    """F(x) of the basic block: 3x3 conv (carries the stride), BN, ReLU, 3x3 conv, BN."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+branch = basic_branch(64, 64)
+print(branch)
+print("64 x 56 x 56 ->", tuple(branch(torch.zeros(1, 64, 56, 56)).shape[1:]))
+
+# %% [markdown]
+# **Why the convolutions have no bias.** BatchNorm (in training) subtracts each channel's mean over
+# the batch, so a constant added before it disappears:
+# $\mathrm{BN}(Wx + b) = \gamma \frac{(Wx + b) - (\mu + b)}{\sigma} + \beta = \mathrm{BN}(Wx)$.
+# BatchNorm's own shift $\beta$ plays the bias's role; a convolution bias would be a wasted parameter.
+
+# %%
+torch.manual_seed(0)
+conv_with_bias = nn.Conv2d(8, 8, kernel_size=3, padding=1, bias=True)
+conv_without = nn.Conv2d(8, 8, kernel_size=3, padding=1, bias=False)
+conv_without.weight.data.copy_(conv_with_bias.weight.data)
+bn = nn.BatchNorm2d(8)
+x = torch.randn(4, 8, 10, 10)
+difference = (bn(conv_with_bias(x)) - bn(conv_without(x))).abs().max().item()
+print("the bias changes the BatchNorm output by less than 1e-5:", difference < 1e-5)
+
+# %% [markdown]
+# ## The shortcut
+#
+# When the block keeps the shape, $S(x) = x$. When it changes the number of channels or halves the
+# size (stride 2), $x$ no longer fits $F(x)$ and the shortcut becomes a **projection**: a 1x1
+# convolution with the same stride, followed by BatchNorm (the paper's option B):
+#
+# $$S(x) = \begin{cases} x & \text{same channels, stride 1} \\
+# \mathrm{BN}(W_s *_s x) & \text{otherwise, with } W_s \text{ a } 1 \times 1 \text{ convolution.} \end{cases}$$
+#
+# A block is then just "branch + shortcut, then ReLU", whatever the branch is:
+
+# %%
+def shortcut(in_channels, out_channels, stride=1):
+    """Identity when the shape is kept, else a 1x1 conv (with the stride) + BN projection."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+                         nn.BatchNorm2d(out_channels))
+
+
+class ResidualBlock(nn.Module):
+    """y = ReLU(F(x) + S(x)) for any residual branch F and shortcut S."""
+
+    def __init__(self, branch, shortcut):
+        super().__init__()
+        self.branch = branch
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        return F.relu(self.branch(x) + self.shortcut(x))
+
+
+def my_basic_block(in_channels, out_channels, stride=1):
+    return ResidualBlock(basic_branch(in_channels, out_channels, stride), shortcut(in_channels, out_channels, stride))
+
+
+print(my_basic_block(64, 64).shortcut)
+print(my_basic_block(64, 128, stride=2).shortcut)
+
+# %% [markdown]
+# ## Shapes through a stride-2 block
+#
+# A block from 64 to 128 channels with stride 2 halves the image. Following the output-size formula
+# of notebook 1, $n' = \lfloor (n + 2p - k)/s \rfloor + 1$: the 3x3 convolution gives
+# $\lfloor (56 + 2 - 3)/2 \rfloor + 1 = 28$, the 1x1 projection $\lfloor (56 - 1)/2 \rfloor + 1 = 28$,
+# so the two paths meet with the same shape and can be added:
+
+# %%
+block = my_basic_block(64, 128, stride=2)
+x = torch.zeros(1, 64, 56, 56)
+print("input:        ", tuple(x.shape[1:]))
+print("branch F(x):  ", tuple(block.branch(x).shape[1:]))
+print("shortcut S(x):", tuple(block.shortcut(x).shape[1:]))
+print("output:       ", tuple(block(x).shape[1:]))
+print("formulas:", (56 + 2 * 1 - 3) // 2 + 1, (56 + 2 * 0 - 1) // 2 + 1)
+
+# %% [markdown]
+# ## Counting the basic block's parameters
+#
+# A 3x3 convolution from $C$ to $C'$ channels without bias has $9CC'$ weights, BatchNorm $2C'$
+# ($\gamma$ and $\beta$), the 1x1 projection $CC' + 2C'$:
+#
+# $$P_{\text{basic}}(C, C') = 9CC' + 9C'^2 + 4C' \;\big[ + \; CC' + 2C' \text{ with a projection} \big]$$
+#
+# $P(64, 64) = 73{,}984$ and, with the projection, $P(64, 128) = 230{,}144$. Our block, and
+# `cnncourse.models.BasicBlock` (its shortcut built by `make_stage`), must agree - in the count of
+# every layer and in the output shape:
+
+# %%
+def basic_params(c_in, c_out, projection):
+    return 9 * c_in * c_out + 9 * c_out ** 2 + 4 * c_out + (c_in * c_out + 2 * c_out if projection else 0)
+
+
+for c_in, c_out, stride in [(64, 64, 1), (64, 128, 2), (16, 32, 2)]:
+    ours = my_basic_block(c_in, c_out, stride)
+    package = make_stage(BasicBlock, c_in, c_out, num_blocks=1, stride=stride)[0]
+    projection = not isinstance(ours.shortcut, nn.Identity)
+    x = torch.zeros(2, c_in, 32, 32)
+    print(f"{c_in:>3} -> {c_out:<3} stride {stride}: formula {basic_params(c_in, c_out, projection):>7,}, "
+          f"ours {cnncourse.count_parameters(ours):>7,}, cnncourse {cnncourse.count_parameters(package):>7,}; "
+          f"shapes {tuple(ours(x).shape[1:])} == {tuple(package(x).shape[1:])}")
+
+# %% [markdown]
+# The two implementations are the same block, layer for layer: their weights line up one to one
+# (ours: branch, then shortcut; the package's: `conv1`, `bn1`, `conv2`, `bn2`, then `downsample`),
+# and with our weights copied in, the package's block computes the same output.
+
+# %%
+torch.manual_seed(0)
+ours = my_basic_block(64, 128, stride=2)
+package = make_stage(BasicBlock, 64, 128, num_blocks=1, stride=2)[0]
+for name, tensor in ours.state_dict().items():
+    if name.endswith(("weight", "bias", "running_mean")):           # random BatchNorm statistics too
+        tensor.copy_(torch.randn_like(tensor))
+for (our_name, tensor), package_name in zip(ours.state_dict().items(), package.state_dict()):
+    print(f"{our_name:<31} -> {package_name:<32} {tuple(tensor.shape)}")
+package.load_state_dict(dict(zip(package.state_dict(), ours.state_dict().values())))
+x = torch.randn(2, 64, 16, 16)
+with torch.no_grad():
+    print("same output:", torch.allclose(ours.eval()(x), package.eval()(x), atol=1e-5))
+
+# %% [markdown]
+# ## A residual block can be the identity
+#
+# The claim of residual learning, in code: if the last BatchNorm of the branch has $\gamma = 0$
+# (and $\beta = 0$, its initial value), then $F(x) = 0$ for every input and the block outputs
+# $\mathrm{ReLU}(0 + x) = \mathrm{ReLU}(x)$ exactly - whatever the convolution weights are. This is
+# also a popular initialisation (`zero_init_residual=True` in `cnncourse.models` and torchvision):
+# every block starts as the identity and the network starts as shallow as it can be.
+
+# %%
+torch.manual_seed(0)
+block = my_basic_block(16, 16)
+nn.init.zeros_(block.branch[4].weight)            # gamma of the branch's last BatchNorm
+package = make_stage(BasicBlock, 16, 16, num_blocks=1)[0]
+nn.init.zeros_(package.bn2.weight)
+x = torch.randn(8, 16, 12, 12)
+for name, b in [("ours", block), ("cnncourse BasicBlock", package)]:
+    for mode in ("train", "eval"):
+        b.train(mode == "train")
+        with torch.no_grad():
+            print(f"{name:>21}, {mode} mode: output == ReLU(input) exactly: {torch.equal(b(x), F.relu(x))}")
+
+# %% [markdown]
+# ## The bottleneck block
+#
+# Deeper ResNets (50, 101, 152 layers) use a cheaper block. A 1x1 convolution first **reduces** the
+# channels to a width $w$, the 3x3 convolution (carrying the stride) works on those few channels,
+# and a second 1x1 convolution **expands** them by 4 (the *expansion*):
+#
+# $$C \xrightarrow{1 \times 1} w \xrightarrow{3 \times 3,\ s} w \xrightarrow{1 \times 1} 4w,
+# \qquad y = \mathrm{ReLU}\big(F(x) + S(x)\big),$$
+#
+# each convolution followed by BatchNorm, the first two also by ReLU. Its parameters:
+#
+# $$P_{\text{bottleneck}}(C, w) = Cw + 9w^2 + 4w^2 + (2w + 2w + 8w) \;\big[ + \; 4Cw + 8w \text{ with a projection} \big].$$
+
+# %%
+EXPANSION = 4
+
+
+def bottleneck_branch(in_channels, width, stride=1):
+    """F(x) of the bottleneck: 1x1 reduce, BN, ReLU, 3x3 (stride), BN, ReLU, 1x1 expand, BN."""
+    out_channels = width * EXPANSION
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, kernel_size=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(width, out_channels, kernel_size=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+def my_bottleneck(in_channels, width, stride=1):
+    return ResidualBlock(bottleneck_branch(in_channels, width, stride),
+                         shortcut(in_channels, width * EXPANSION, stride))
+
+
+def bottleneck_params(c_in, width, projection):
+    return c_in * width + 13 * width ** 2 + 12 * width + (4 * c_in * width + 8 * width if projection else 0)
+
+
+for c_in, width, stride in [(64, 64, 1), (256, 64, 1), (256, 128, 2)]:
+    ours = my_bottleneck(c_in, width, stride)
+    package = make_stage(Bottleneck, c_in, width, num_blocks=1, stride=stride)[0]
+    projection = not isinstance(ours.shortcut, nn.Identity)
+    x = torch.zeros(2, c_in, 16, 16)
+    print(f"{c_in:>3} -> {width:>3} -> {4 * width:<3} stride {stride}: "
+          f"formula {bottleneck_params(c_in, width, projection):>7,}, ours {cnncourse.count_parameters(ours):>7,}, "
+          f"cnncourse {cnncourse.count_parameters(package):>7,}; "
+          f"shapes {tuple(ours(x).shape[1:])} == {tuple(package(x).shape[1:])}")
+
+# %% [markdown]
+# **What the bottleneck buys.** On 256 channels, a basic block would cost $P_{\text{basic}}(256, 256)$
+# parameters, a bottleneck of width 64 only $P_{\text{bottleneck}}(256, 64)$ - and it has three
+# layers instead of two. The multiply-adds per pixel shrink by the same factor.
+
+# %%
+basic_256 = basic_params(256, 256, projection=False)
+bottleneck_256 = bottleneck_params(256, 64, projection=False)
+print(f"basic block on 256 channels: {basic_256:,} parameters")
+print(f"bottleneck 256 -> 64 -> 256: {bottleneck_256:,} parameters ({basic_256 / bottleneck_256:.1f} times fewer)")
+
+# %% [markdown]
+# ## From blocks to a network for 28 x 28 digits
+#
+# A ResNet is a **stem** (the first convolution), **stages** of blocks - the first block of each
+# later stage halves the size with stride 2 and doubles the channels - then global average pooling
+# and one dense layer. The ImageNet stem is a 7x7 convolution with stride 2 and a 3x3 max-pool with
+# stride 2: it divides a 224-pixel photo by 4 before the first block, and the whole network by 32
+# ($224 \to 7$). A 28-pixel digit would be a $7 \times 7$ map after the stem and a single pixel
+# after the last stage. For small images the stem is a 3x3 convolution with stride 1 and no
+# max-pool (`small_input=True`), and the paper's CIFAR ResNets (`resnet20`, widths 16-32-64,
+# three stages) start the same way. The output-size formula, stage by stage, against the real
+# models:
+
+# %%
+def stage_shapes(model, size=28):
+    """Shape after the stem and after every stage, for one 1 x size x size image."""
+    x = torch.zeros(1, 1, size, size)
+    model.eval()
+    with torch.no_grad():
+        x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        shapes = [("stem", tuple(x.shape[1:]))]
+        for name in model.stage_names:
+            x = getattr(model, name)(x)
+            shapes.append((name, tuple(x.shape[1:])))
+    return shapes
+
+
+def out(n, k, p, s):
+    return (n + 2 * p - k) // s + 1
+
+
+print("224-px stem on 28 px: conv 7x7/2 ->", out(28, 7, 3, 2), "-> max-pool 3x3/2 ->", out(out(28, 7, 3, 2), 3, 1, 2))
+print("then stride-2 stages: 7 ->", out(7, 3, 1, 2), "->", out(out(7, 3, 1, 2), 3, 1, 2), "->",
+      out(out(out(7, 3, 1, 2), 3, 1, 2), 3, 1, 2))
+for title, model in [("resnet18, 224-px stem", resnet18(num_classes=10, in_channels=1)),
+                     ("resnet18, small_input=True", resnet18(num_classes=10, in_channels=1, small_input=True)),
+                     ("resnet20 (CIFAR ResNet)", resnet20(num_classes=10, in_channels=1))]:
+    print(f"{title:<27}", " -> ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in stage_shapes(model)))
+
+# %% [markdown]
+# With the 224-pixel stem, every feature map after the second stage is mostly zero padding, and the
+# last one is a single pixel. `cnncourse.models` therefore refuses images below 32 pixels for that
+# stem, and says what to do instead:
+
+# %%
+try:
+    resnet18(num_classes=10, in_channels=1)(torch.zeros(1, 1, 28, 28))
+except ValueError as error:
+    print(error)
+
+# %% [markdown]
+# ## The network we train: ResNet-20 for MNIST
+#
+# ResNet-18 has 11 million parameters, far more than 28 x 28 digits need, and is slow on a CPU.
+# The paper's CIFAR ResNet-20 - a 3x3 stem with 16 channels, three stages of three basic blocks
+# (16, 32 and 64 channels, stride 1, 2, 2), average pooling and a dense layer - has 20 weighted
+# layers ($1 + 3 \cdot 3 \cdot 2 + 1$) and about 40 times fewer parameters. Summing our block formula over
+# its blocks (projections on the first blocks of stages 2 and 3) gives its exact count, for one
+# input channel and 10 classes:
+
+# %%
+mnist_model = resnet20(num_classes=10, in_channels=1)
+stem = 9 * 1 * 16 + 2 * 16
+stage1 = 3 * basic_params(16, 16, projection=False)
+stage2 = basic_params(16, 32, projection=True) + 2 * basic_params(32, 32, projection=False)
+stage3 = basic_params(32, 64, projection=True) + 2 * basic_params(64, 64, projection=False)
+head = 64 * 10 + 10
+print(f"stem {stem:,} + stages {stage1:,} + {stage2:,} + {stage3:,} + dense {head:,} = "
+      f"{stem + stage1 + stage2 + stage3 + head:,}")
+resnet18_small = resnet18(num_classes=10, in_channels=1, small_input=True)
+print(f"resnet20(in_channels=1): {cnncourse.count_parameters(mnist_model):,} parameters; "
+      f"resnet18(small_input=True): {cnncourse.count_parameters(resnet18_small):,}")
+weighted = [m for m in mnist_model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+projections = sum(1 for name, m in mnist_model.named_modules() if name.endswith("downsample.0"))
+print(f"weighted layers: {len(weighted)} = 20 + {projections} projection shortcuts")
+
+# %% [markdown]
+# The layer summary of the whole network. Inside each block the shortcut's projection (when there
+# is one) runs first, so it is listed before the block's own convolutions, and the block's single
+# `ReLU` module is listed twice because it is applied twice.
+
+# %%
+rows = cnncourse.layer_summary(mnist_model, (1, 28, 28))
+
+# %% [markdown]
+# ## Training on MNIST
+#
+# MNIST: 70,000 handwritten digits of 28 x 28 grey pixels, 60,000 for training and 10,000 for
+# testing. The recipe is that of notebook 2's better runs: the fast in-memory loader with the
+# data set's own mean and standard deviation and small random shifts (a random crop of the digit
+# padded with a few zero pixels - but no flips: a mirrored 2 is not a 2), AdamW with a one-cycle
+# learning-rate schedule peaking at $3 \cdot 10^{-3}$, batches of 128.
+
+# %%
+info = dataset_info("mnist")
+train_data, test_data = fast_loaders("mnist", batch_size=BATCH_SIZE, augment=True, device=DEVICE, seed=0)
+print(f"{info.title}: {info.num_images:,} images of {info.image_size} x {info.image_size}, "
+      f"mean {info.mean}, std {info.std}")
+print(f"this run: {train_data.num_samples:,} training images in {len(train_data)} batches, "
+      f"{test_data.num_samples:,} test images; augmentation {train_data.augment!r}, {train_data.pad}-pixel shifts")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+cnncourse.seed_everything(0)
+mnist_model = resnet20(num_classes=10, in_channels=1)
+history = fit(mnist_model, train_data, test_data, epochs=EPOCHS, optimizer="adamw", lr=3e-3,
+              weight_decay=0.05, schedule="onecycle", device=DEVICE)
+for record in history:
+    print(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, train accuracy "
+          f"{100 * record['train_acc']:.2f} %, test accuracy {100 * record['test_acc']:.2f} %, "
+          f"{record['seconds']:.0f} s")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+plot.plot_learning_curves(history, title="ResNet-20 on MNIST")
+
+# %% [markdown]
+# ## Which digits get confused
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+predictions = predict(mnist_model, test_data, keep_images=True)
+errors = int((predictions.preds != predictions.labels).sum())
+print(f"{errors} of {len(predictions.labels):,} test digits misclassified "
+      f"({100 * (1 - errors / len(predictions.labels)):.2f} % accuracy)")
+plot.plot_confusion_matrix(predictions, class_names=DIGITS)
+
+# %% [markdown]
+# The misclassified digits first (title: predicted, then the truth). Many of them are ambiguous
+# even for a person.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+plot.plot_predictions(predictions, class_names=DIGITS, mean=info.mean, std=info.std, n=24, ncols=8)
+
+# %% [markdown]
+# ## Inside the network
+#
+# What the blocks compute for one test digit: the first 16 feature maps at the end of the first
+# stage ($16 \times 28 \times 28$, still the digit's resolution: strokes and edges) and at the end of
+# the last one ($64 \times 7 \times 7$: coarse, class-specific patterns that the average pool and the
+# dense layer turn into a decision).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+digit = predictions.images[0]
+plot.plot_feature_maps(mnist_model, digit, layer="layer1", mean=info.mean, std=info.std)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+plot.plot_feature_maps(mnist_model, digit, layer="layer3", mean=info.mean, std=info.std)
+
+# %% [markdown]
+# ## Summary
+#
+# * Deeper plain networks had a higher *training* error; residual blocks $y = F(x) + x$ make the
+#   identity trivial to learn (a zero last BatchNorm gives it exactly) and let depth pay off.
+# * Basic block: $9CC' + 9C'^2 + 4C'$ parameters; bottleneck: $Cw + 13w^2 + 12w$; a 1x1 conv + BN
+#   projection ($CC' + 2C'$) on the shortcut when the channels or the size change.
+# * For 28-pixel images use the small-input stem (3x3, stride 1, no max-pool): the 224-pixel stem
+#   leaves a single pixel after the last stage.
+# * ResNet-20, 272,186 parameters, learns MNIST in a few epochs.
+#
+# Next: notebook 4 builds the bottleneck ResNet-50 of a TensorFlow article and trains it on
+# Fashion-MNIST.
+
+# %% [markdown]
+# ## Reference results
