@@ -10,7 +10,7 @@ checked, read lazily, stratified split), or the path of any image folder. Files 
 folder (``root=``, else ``$CNNCOURSE_DATA``, else ``~/.cache/cnncourse``). In quick mode
 (``CNNCOURSE_QUICK=1``) the same calls return small real samples shipped with the package.
 """
-from cnncourse.data.core import get_dataset, image_folder
+from cnncourse.data.core import folder_info, get_dataset, image_folder, is_known_name
 from cnncourse.data.errors import ChecksumError, DataUnavailableError
 from cnncourse.data.galaxy10 import Galaxy10Dataset
 from cnncourse.data.imageops import stratified_split
@@ -22,5 +22,5 @@ from cnncourse.data.transforms import article_transform, default_transform
 __all__ = [
     "DATASETS", "NORMALIZATION", "ChecksumError", "DataUnavailableError", "DatasetInfo", "Galaxy10Dataset",
     "SampleDataset", "article_transform", "class_names", "dataset_info", "default_num_workers",
-    "default_transform", "get_dataset", "image_folder", "make_loader", "stratified_split", "to_tensors",
+    "default_transform", "folder_info", "get_dataset", "image_folder", "is_known_name", "make_loader", "stratified_split", "to_tensors",
 ]

@@ -12,7 +12,7 @@ from torchvision import transforms as T
 from cnncourse.config import data_root, quick_mode
 from cnncourse.data.galaxy10 import GALAXY10_FILES, load_galaxy10
 from cnncourse.data.imageops import ImageSize, size_hw, stratified_split
-from cnncourse.data.registry import canonical_name, dataset_info, unknown_name_message
+from cnncourse.data.registry import DatasetInfo, canonical_name, dataset_info, unknown_name_message
 from cnncourse.data.samples import SampleDataset
 from cnncourse.data.torchvision_sets import TORCHVISION_CLASSES, load_torchvision
 
@@ -72,6 +72,29 @@ def image_folder(path: "str | os.PathLike[str]", split: str = "train", transform
     dataset.image_size = image_size
     train, test = stratified_split(dataset.targets, test_fraction=test_fraction, seed=seed)
     return FolderSplit(dataset, train if split == "train" else test, image_size=image_size)
+
+
+def folder_info(path: "str | os.PathLike[str]") -> DatasetInfo:
+    """Facts about an image folder: classes from its sub-folders, channels and size from its first
+    training image. Its normalisation statistics are the articles' 0.5 / 0.5 placeholders: the
+    in-memory fast path measures the real ones from the training pixels."""
+    train = image_folder(path, "train")
+    first, _ = train[0]
+    channels = len(first.getbands())
+    root = Path(path).expanduser().resolve()
+    return DatasetInfo(name=str(root), title=f"image folder {root.name}", num_classes=len(train.classes),
+                       in_channels=channels, image_size=first.size[0], classes=tuple(train.classes),
+                       mean=(0.5,) * channels, std=(0.5,) * channels, num_images=len(train), folder=str(root),
+                       files=(), urls=(), homepage="", citation="", licence="")
+
+
+def is_known_name(name: "str | os.PathLike[str]") -> bool:
+    """True for a course data set's name (any accepted spelling), False for anything else."""
+    try:
+        canonical_name(os.fspath(name))
+    except ValueError:
+        return False
+    return True
 
 
 def get_dataset(name: "str | os.PathLike[str]", split: str = "train", root: "str | os.PathLike[str] | None" = None,

@@ -1,0 +1,86 @@
+"""The course's recorded reference results: ``results/<experiment>/metrics.json`` written by ``cnncourse train``.
+
+Notebooks show these next to their quick live runs, and README's results table is generated from
+them (``python scripts/results_table.py``), so every figure the course quotes traces to a file.
+``results/experiments.json`` describes each experiment: its title, notebook and the source
+article's figure to compare with.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+RESULTS_ENV = "CNNCOURSE_RESULTS"
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def results_dir(path: Optional[PathLike] = None) -> Path:
+    """The results folder: ``path``, else ``$CNNCOURSE_RESULTS``, else the ``results/`` folder of the
+    repository this package or the current directory sits in."""
+    if path is not None:
+        return Path(path)
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
+    for start in (Path.cwd(), Path(__file__).resolve().parent):
+        for folder in (start, *start.parents):
+            if (folder / "results" / "experiments.json").is_file():
+                return folder / "results"
+    raise FileNotFoundError("no results/ folder with experiments.json found: run from inside the cnncourse "
+                            f"repository, or set {RESULTS_ENV} to the folder")
+
+
+def experiments(path: Optional[PathLike] = None) -> Dict[str, dict]:
+    """``results/experiments.json``: experiment name -> description (title, notebook, article figure)."""
+    return json.loads((results_dir(path) / "experiments.json").read_text())
+
+
+def load_result(name: str, path: Optional[PathLike] = None) -> dict:
+    """The ``metrics.json`` of experiment ``name`` (history, final accuracy, provenance)."""
+    folder = results_dir(path)
+    file = folder / name / "metrics.json"
+    if not file.is_file():
+        known = sorted(p.parent.name for p in folder.glob("*/metrics.json"))
+        raise FileNotFoundError(f"no recorded result {name!r} in {folder}; recorded: {', '.join(known) or 'none'}")
+    return json.loads(file.read_text())
+
+
+def hardware(metrics: dict) -> str:
+    """Where a run ran, in a few words: the GPU's name, or the CPU's and its core count."""
+    prov = metrics["provenance"]
+    if prov["device"].startswith("cuda"):
+        return f"GPU: {prov['device_name']}"
+    return f"CPU: {prov['cpu']}, {prov['cpu_count']} cores"
+
+
+def summary(name: str, path: Optional[PathLike] = None) -> str:
+    """One deterministic line about a recorded run, for notebooks and README."""
+    metrics = load_result(name, path)
+    prov = metrics["provenance"]
+    quick = " (quick-mode sample)" if prov.get("quick_mode") else ""
+    return (f"{name}: {metrics['model']} on {metrics['data']}{quick}, {metrics['epochs']} epoch(s): "
+            f"test accuracy {100 * metrics['test_accuracy']:.2f} % "
+            f"(best {100 * metrics['best_test_accuracy']:.2f} %), {prov['wall_seconds'] / 60:.1f} min on "
+            f"{hardware(metrics)}; torch {prov['torch_version']}, commit {str(prov['git_commit'])[:7]}")
+
+
+def table(path: Optional[PathLike] = None) -> str:
+    """README's results table (Markdown), one row per recorded experiment in experiments.json order."""
+    rows: List[str] = [
+        "| experiment | notebook | model | epochs | test accuracy | source article | wall time | hardware |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, about in experiments(path).items():
+        try:
+            metrics = load_result(name, path)
+        except FileNotFoundError:
+            rows.append(f"| {about['title']} | {about['notebook']} | | | not yet measured | "
+                        f"{about.get('article', '')} | | |")
+            continue
+        prov = metrics["provenance"]
+        quick = " (quick sample)" if prov.get("quick_mode") else ""
+        rows.append(f"| [{about['title']}](results/{name}/metrics.json) | {about['notebook']} | "
+                    f"{metrics['model']} | {metrics['epochs']} | {100 * metrics['test_accuracy']:.2f} %{quick} | "
+                    f"{about.get('article', '')} | {prov['wall_seconds'] / 60:.1f} min | {hardware(metrics)} |")
+    return "\n".join(rows)
