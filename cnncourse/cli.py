@@ -311,13 +311,12 @@ def _build_model(settings: dict, info, image_size: int):
     elif key in PAPER_RESNETS:
         small = settings["small_input"]
         kwargs["small_input"] = image_size < 64 if small is None else bool(small)
-    model = get_model(name, num_classes=info.num_classes, in_channels=info.in_channels, **kwargs)
-    needed = min_input_size(model)
+    needed = min_input_size(name, num_classes=info.num_classes, in_channels=info.in_channels, **kwargs)
     if image_size < needed:
         raise UsageError(f"{name} needs images of at least {needed} px but {settings['data']} gives "
                          f"{image_size} px: pass --image-size {needed} (or larger)"
                          + (" or --small-input" if key in PAPER_RESNETS else ""))
-    return model
+    return get_model(name, num_classes=info.num_classes, in_channels=info.in_channels, **kwargs)
 
 
 def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:

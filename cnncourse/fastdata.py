@@ -22,6 +22,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import TensorDataset
 
 __all__ = ["AUGMENTATIONS", "AUGMENT_PRESETS", "TensorLoader", "fast_loaders", "dataset_to_tensors"]
 
@@ -149,9 +150,9 @@ class TensorLoader:
         return len(self.labels)
 
     @property
-    def dataset(self) -> "TensorLoader":
-        """For code that asks ``len(loader.dataset)`` as with a DataLoader."""
-        return self
+    def dataset(self) -> TensorDataset:
+        """The raw (uint8 image, label) pairs, so ``len(loader.dataset)`` works as with a DataLoader."""
+        return TensorDataset(self.images, self.labels)
 
     def __len__(self) -> int:
         """Number of batches per epoch."""

@@ -9,6 +9,7 @@ in percent.
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -23,6 +24,23 @@ __all__ = ["plot_learning_curves", "smooth_curve", "confusion_matrix", "plot_con
            "plot_predictions", "plot_filters", "feature_maps", "plot_feature_maps"]
 
 _TRAIN_COLOR, _TEST_COLOR = "tab:blue", "tab:orange"
+
+
+class CourseFigure(Figure):
+    """A matplotlib ``Figure`` that shows itself as PNG when it is a notebook cell's value.
+
+    Figures made without pyplot have no display hook until pyplot is imported; this one brings its
+    own, so ``plot_learning_curves(history)`` as a cell's last line always shows the plot, once.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
+
+
+def _figure(figsize: Tuple[float, float]) -> CourseFigure:
+    return CourseFigure(figsize=figsize, layout="constrained")
 
 
 # --------------------------------------------------------------------------------------- learning curves
@@ -84,7 +102,7 @@ def plot_learning_curves(history, metrics: Sequence[str] = ("loss", "acc"),
     for metric in metrics:
         if metric not in ("loss", "acc"):
             raise ValueError(f"unknown metric {metric!r}; use 'loss' and/or 'acc'")
-    figure = Figure(figsize=figsize or (5.0 * len(metrics), 3.8), layout="constrained")
+    figure = _figure(figsize or (5.0 * len(metrics), 3.8))
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     epochs = np.array([r.get("epoch", i + 1) for i, r in enumerate(records)], dtype=float)
     for ax, metric in zip(axes, metrics):
@@ -157,7 +175,7 @@ def plot_confusion_matrix(matrix, class_names: Optional[Sequence[str]] = None, n
     if normalize:
         values = values / np.maximum(values.sum(axis=1, keepdims=True), 1)
     side = max(4.5, 0.55 * size + 2.5)
-    figure = Figure(figsize=figsize or (side + 1.0, side), layout="constrained")
+    figure = _figure(figsize or (side + 1.0, side))
     ax = figure.subplots()
     image = ax.imshow(values, cmap=cmap, vmin=0, vmax=values.max() if values.max() > 0 else 1)
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -220,7 +238,7 @@ def plot_predictions(images, labels=None, preds=None, class_names: Optional[Sequ
     order = order[:n]
     ncols = max(1, min(ncols, len(order)))
     nrows = max(1, int(np.ceil(len(order) / ncols)))
-    figure = Figure(figsize=(1.6 * ncols, 1.9 * nrows), layout="constrained")
+    figure = _figure((1.6 * ncols, 1.9 * nrows))
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
 
     def name(k):
@@ -281,7 +299,7 @@ def plot_filters(model_or_weight, layer: Optional[str] = None, max_filters: int 
     scaled = (weight - low) / (high - low).clamp_min(1e-12)
     ncols = max(1, min(ncols, count))
     nrows = int(np.ceil(count / ncols))
-    figure = Figure(figsize=(1.1 * ncols, 1.1 * nrows + 0.5), layout="constrained")
+    figure = _figure((1.1 * ncols, 1.1 * nrows + 0.5))
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
     for index, ax in enumerate(axes):
         ax.axis("off")
@@ -334,7 +352,7 @@ def plot_feature_maps(model: nn.Module, image: torch.Tensor, layer: str, max_map
     count = min(max_maps, maps.shape[0])
     ncols = max(1, min(ncols, count + 1))
     nrows = int(np.ceil((count + 1) / ncols))
-    figure = Figure(figsize=(1.5 * ncols, 1.6 * nrows + 0.4), layout="constrained")
+    figure = _figure((1.5 * ncols, 1.6 * nrows + 0.4))
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
     picture = _to_display(torch.as_tensor(image).unsqueeze(0) if torch.as_tensor(image).dim() == 3
                           else torch.as_tensor(image)[:1], mean, std)[0]

@@ -84,3 +84,35 @@ def table(path: Optional[PathLike] = None) -> str:
                     f"{metrics['model']} | {metrics['epochs']} | {100 * metrics['test_accuracy']:.2f} %{quick} | "
                     f"{about.get('article', '')} | {prov['wall_seconds'] / 60:.1f} min | {hardware(metrics)} |")
     return "\n".join(rows)
+
+
+def history_table(names: List[str], column: str = "test_acc", path: Optional[PathLike] = None) -> str:
+    """Per-epoch ``column`` (accuracies in percent) of several recorded runs, side by side, as text."""
+    runs = {name: load_result(name, path)["history"] for name in names}
+    width = max(len(name) for name in names) + 2
+    lines = ["epoch " + "".join(f"{name:>{width}}" for name in names)]
+    for epoch in range(1, max(len(h) for h in runs.values()) + 1):
+        cells = []
+        for history in runs.values():
+            value = history[epoch - 1][column] if epoch <= len(history) else None
+            scale = 100 if column.endswith("_acc") else 1
+            cells.append(f"{'':>{width}}" if value is None else f"{scale * value:>{width}.2f}")
+        lines.append(f"{epoch:>5} " + "".join(cells))
+    return "\n".join(lines)
+
+
+def plot_results(names: List[str], column: str = "test_acc", path: Optional[PathLike] = None):
+    """One matplotlib figure with ``column`` per epoch for several recorded runs (accuracy in percent)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    scale = 100 if column.endswith("_acc") else 1
+    for name in names:
+        history = load_result(name, path)["history"]
+        ax.plot([r["epoch"] for r in history], [scale * r[column] for r in history], marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(column.replace("_acc", " accuracy (%)").replace("_loss", " loss").replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -25,7 +25,6 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Un
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 __all__ = ["History", "TrainingDiverged", "fit", "evaluate", "predict", "Predictions",
            "make_optimizer", "make_scheduler", "resolve_amp", "save_checkpoint", "load_checkpoint",
@@ -48,6 +47,8 @@ class History:
     Each record has ``epoch`` (1-based), ``train_loss``, ``train_acc``, ``test_loss``,
     ``test_acc`` (``None`` without test data), ``lr`` (at the start of the epoch), ``seconds``
     (the whole epoch, evaluation included) and ``train_images_per_s``. Accuracies are fractions.
+    ``train_loss``/``train_acc`` are running means over the epoch's training batches (augmented,
+    model in training mode, label smoothing included); the test columns come from :func:`evaluate`.
 
     >>> history.test_acc          # one value per epoch
     >>> history[-1]["train_loss"]  # the last epoch's record
@@ -371,6 +372,24 @@ def predict(model: nn.Module, data, device=None, amp: Union[str, bool, None] = N
 
 
 # --------------------------------------------------------------------------------------- training
+def _progress_bar_class():
+    """tqdm's widget bar inside a Jupyter kernel with ipywidgets installed, else the text bar.
+
+    Like ``tqdm.auto``, minus its warning when a notebook lacks ipywidgets (text bars work there too).
+    """
+    if "IPython" in sys.modules:
+        try:
+            shell = sys.modules["IPython"].get_ipython()
+            if shell is not None and "IPKernelApp" in shell.config:
+                import ipywidgets  # noqa: F401  (tqdm.notebook needs it)
+                from tqdm.notebook import tqdm as notebook_tqdm
+                return notebook_tqdm
+        except Exception:
+            pass
+    from tqdm.std import tqdm as text_tqdm
+    return text_tqdm
+
+
 def _progress_enabled(progress: bool) -> bool:
     if not progress:
         return False
@@ -478,6 +497,7 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
     step_model = torch.compile(model) if compile else model
     check_every = 1 if device.type == "cpu" else 25
     show = _progress_enabled(progress)
+    bar_class = _progress_bar_class()
 
     for epoch in range(start_epoch, epochs):
         if hasattr(train_data, "set_epoch"):
@@ -494,7 +514,7 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
         bad_value = torch.zeros((), device=device)
         step_counter = torch.zeros((), device=device, dtype=torch.int64)
         seen = 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+        bar = bar_class(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not show, leave=True, dynamic_ncols=True, file=sys.stderr)
         last_postfix = 0.0
         try:

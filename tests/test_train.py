@@ -17,6 +17,15 @@ from cnncourse.train import (History, TrainingDiverged, evaluate, fit, load_chec
 TIMING_COLUMNS = ("seconds", "train_images_per_s")
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models train fastest on one thread, and far faster when other programs share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def read_idx(path) -> torch.Tensor:
     """An MNIST idx(.gz) file as a uint8 tensor (images [N, 28, 28] or labels [N])."""
     with gzip.open(path, "rb") as handle:
@@ -290,6 +299,7 @@ def test_tensor_loader_normalises_like_to_tensor_and_normalize():
     assert torch.allclose(x, (images.float() / 255 - 0.2) / 0.3, atol=1e-5)
     assert torch.equal(torch.cat([b[1] for b in batches]), labels)
     assert len(TensorLoader(images, labels, batch_size=32, drop_last=True)) == 2
+    assert len(loader.dataset) == 70 and loader.num_samples == 70
 
 
 def test_tensor_loader_shuffles_reproducibly_per_epoch():
