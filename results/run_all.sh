@@ -2,7 +2,7 @@
 # Re-runs every reference experiment of README's results table, one after another.
 # DATA: a data folder holding MNIST/ and FashionMNIST/ in torchvision's layout and the CIFAR-10
 # JPEG copy in cifar10-jpeg/{train,test}/<class>/ (see README, Data). Usage: bash results/run_all.sh DATA
-# Epochs are what a 2-core CPU allowed in one session; on a GPU run fmnist-resnet20 with --epochs 15.
+# bf16 autocast speeds ResNet-20 up about 1.5x on CPUs with native bf16 (AVX-512 BF16); drop --amp bf16 elsewhere.
 set -euo pipefail
 data=${1:?usage: bash results/run_all.sh DATA_FOLDER}
 cd "$(dirname "$0")/.."
@@ -10,8 +10,8 @@ run() { name=$1; shift; cnncourse train "$@" --out "results/$name" --no-progress
 
 run mnist-resnet20 --model resnet20 --data mnist --data-root "$data" --epochs 3 --batch-size 128 \
     --optimizer adamw --lr 3e-3 --weight-decay 0.05 --schedule onecycle --augment --channels-last
-run fmnist-resnet20 --model resnet20 --data fashion-mnist --data-root "$data" --epochs 3 --batch-size 128 \
-    --optimizer sgd --lr 0.1 --weight-decay 5e-4 --schedule onecycle --label-smoothing 0.1 --augment --channels-last
+run fmnist-resnet20 --model resnet20 --data fashion-mnist --data-root "$data" --epochs 15 --batch-size 128 \
+    --optimizer sgd --lr 0.1 --weight-decay 5e-4 --schedule onecycle --label-smoothing 0.1 --augment --channels-last --amp bf16
 run cifar10-lenet-article --model lenet --data "$data/cifar10-jpeg" --epochs 10 --batch-size 64 \
     --optimizer adam --lr 0.01
 run cifar10-lenet-improved --model lenet --data "$data/cifar10-jpeg" --epochs 10 --batch-size 64 \
