@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler

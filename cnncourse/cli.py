@@ -337,6 +337,8 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cnncourse.utils import count_parameters, get_device, seed_everything
 
     _check_names(settings)
+    if int(settings["epochs"]) < 1:
+        raise UsageError("--epochs must be at least 1")
     if settings["threads"]:
         import torch
         torch.set_num_threads(int(settings["threads"]))

@@ -18,7 +18,6 @@ import random
 import sys
 import time
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Union
 
