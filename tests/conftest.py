@@ -18,12 +18,13 @@ def _isolated_settings(monkeypatch, tmp_path_factory):
     """Every test starts in full mode with an empty private data folder, whatever the caller set."""
     monkeypatch.setenv(config.QUICK_ENV, "0")
     monkeypatch.setenv(config.DATA_ENV, str(tmp_path_factory.mktemp("data_root")))
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # set for notebook kernels when notebooks are collected
     config.set_quick_mode(None)
     yield
     config.set_quick_mode(None)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     """The folder of real data sets beside the repository; the test is skipped when it is absent."""
     if not SHARED_DATASETS.is_dir():

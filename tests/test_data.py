@@ -329,11 +329,8 @@ def write_galaxy_h5(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:
 
 
 @pytest.fixture(scope="module")
-def galaxy_h5(tmp_path_factory) -> Path:
-    from conftest import SHARED_DATASETS
-    if not SHARED_DATASETS.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATASETS}")
-    images, labels = _galaxy_images(SHARED_DATASETS)
+def galaxy_h5(tmp_path_factory, shared_datasets) -> Path:
+    images, labels = _galaxy_images(shared_datasets)
     return write_galaxy_h5(tmp_path_factory.mktemp("galaxy") / "Galaxy10_DECals.h5", images, labels)
 
 
