@@ -19,12 +19,11 @@ from __future__ import annotations
 import math
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-__all__ = ["AUGMENTATIONS", "AUGMENT_PRESETS", "TensorLoader", "fast_loaders", "dataset_to_tensors"]
+__all__ = ["AUGMENTATIONS", "AUGMENT_PRESETS", "TensorLoader", "fast_loaders"]
 
 #: Augmentations :class:`TensorLoader` knows.
 #: ``"crop"``: random crop of the image padded by ``pad`` zero pixels on each side;
@@ -121,13 +120,10 @@ class TensorLoader:
                      image_size: Optional[int] = None, **kwargs) -> "TensorLoader":
         """Build a loader from a map-style dataset that returns PIL images (or raw tensors).
 
-        Uses ``cnncourse.data.to_tensors`` when available and falls back to :func:`dataset_to_tensors`.
-        ``classes`` defaults to ``dataset.classes``; the other keywords go to :class:`TensorLoader`.
+        Pixels come from ``cnncourse.data.to_tensors`` (no transform applied). ``classes`` defaults
+        to ``dataset.classes``; the other keywords go to :class:`TensorLoader`.
         """
-        try:
-            from cnncourse.data import to_tensors
-        except ImportError:
-            to_tensors = dataset_to_tensors
+        from cnncourse.data import to_tensors
         images, labels = to_tensors(dataset, image_size=image_size)
         kwargs.setdefault("classes", getattr(dataset, "classes", None))
         return cls(images, labels, batch_size=batch_size, shuffle=shuffle, **kwargs)
@@ -246,40 +242,6 @@ def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def dataset_to_tensors(dataset, image_size: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Raw uint8 pixels ``[N, C, H, W]`` and int64 labels of a dataset of PIL images or uint8 arrays.
-
-    A dependency-free fallback for ``cnncourse.data.to_tensors``: uses a ``.data`` array when the
-    dataset has one (torchvision's MNIST family and CIFAR), else reads every item once.
-    """
-    data = getattr(dataset, "data", None)
-    targets = getattr(dataset, "targets", None)
-    if data is not None and targets is not None and getattr(dataset, "transform", None) is None:
-        images = torch.as_tensor(np.asarray(data))
-        if images.dim() == 3:
-            images = images.unsqueeze(1)
-        elif images.dim() == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
-            images = images.permute(0, 3, 1, 2)
-        labels = torch.as_tensor(np.asarray(targets), dtype=torch.long)
-    else:
-        arrays, labels_list = [], []
-        for i in range(len(dataset)):
-            image, label = dataset[i]
-            array = np.asarray(image)
-            if array.ndim == 2:
-                array = array[:, :, None]
-            arrays.append(array)
-            labels_list.append(int(label))
-        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        labels = torch.tensor(labels_list, dtype=torch.long)
-    images = images.to(torch.uint8).contiguous()
-    if image_size is not None and tuple(images.shape[-2:]) != (image_size, image_size):
-        resized = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear",
-                                antialias=True, align_corners=False)
-        images = resized.round_().clamp_(0, 255).to(torch.uint8)
-    return images, labels
 
 
 def fast_loaders(name: str, batch_size: int = 64, augment: Union[bool, str, None] = False,
