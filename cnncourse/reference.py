@@ -65,6 +65,31 @@ def summary(name: str, path: Optional[PathLike] = None) -> str:
             f"{hardware(metrics)}; torch {prov['torch_version']}, commit {str(prov['git_commit'])[:7]}")
 
 
+def goal(name: str, target: float, within: Optional[int] = None, path: Optional[PathLike] = None) -> str:
+    """Whether recorded run ``name`` reached test accuracy ``target`` (a fraction, e.g. 0.94), within
+    ``within`` epochs if given, in one deterministic line: the first epoch that reached it and by how
+    many points the final accuracy clears or misses it. Used for the course's goals and the articles'
+    figures, so the prose around it need not quote a number."""
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target is a fraction of 1 (0.94 for 94 %), got {target}")
+    history = load_result(name, path)["history"]
+    final = history[-1]["test_acc"]
+    first = next((r["epoch"] for r in history if r["test_acc"] >= target), None)
+    wanted = f">= {100 * target:.2f} % test accuracy" + (f" within {within} epochs" if within else "")
+    met = first is not None and (within is None or first <= within)
+    points = 100 * (final - target)
+    if met:
+        verdict = (f"met: first reached at epoch {first}; after {len(history)} epochs "
+                   f"{100 * final:.2f} % ({points:+.2f} points)")
+    elif first is not None:
+        verdict = f"missed: first reached at epoch {first}, later than epoch {within}"
+    else:
+        best = max(history, key=lambda r: r["test_acc"])
+        verdict = (f"missed: best {100 * best['test_acc']:.2f} % at epoch {best['epoch']} of {len(history)}, "
+                   f"{100 * (target - best['test_acc']):.2f} points short")
+    return f"{name}: {wanted}: {verdict}"
+
+
 def table(path: Optional[PathLike] = None) -> str:
     """README's results table (Markdown), one row per recorded experiment in experiments.json order."""
     rows: List[str] = [
@@ -84,6 +109,18 @@ def table(path: Optional[PathLike] = None) -> str:
                     f"{metrics['model']} | {metrics['epochs']} | {100 * metrics['test_accuracy']:.2f} %{quick} | "
                     f"{about.get('article', '')} | {prov['wall_seconds'] / 60:.1f} min | {hardware(metrics)} |")
     return "\n".join(rows)
+
+
+def goals(path: Optional[PathLike] = None) -> str:
+    """README's goal checks (Markdown bullets): ``goal(...)`` for every goal listed in experiments.json."""
+    lines = []
+    for name, about in experiments(path).items():
+        for wanted in about.get("goals", []):
+            try:
+                lines.append(f"- {goal(name, wanted['target'], wanted.get('within'), path)}")
+            except FileNotFoundError:
+                lines.append(f"- {name}: not yet measured")
+    return "\n".join(lines)
 
 
 def history_table(names: List[str], column: str = "test_acc", path: Optional[PathLike] = None) -> str:

@@ -22,5 +22,5 @@ run galaxy10-vgg16-quick --model vgg16 --data galaxy10 --quick --image-size 64 -
     --optimizer sgd --lr 0.01
 run galaxy10-resnet50-quick --model resnet50_galaxy_article --data galaxy10 --quick --image-size 64 --epochs 3 \
     --batch-size 30 --optimizer adam --lr 1e-3 --augment
-run fmnist-article-resnet50 --model resnet50_keras_article --data fashion-mnist --data-root "$data" --epochs 5 \
+run fmnist-article-resnet50 --model resnet50_keras_article --data fashion-mnist --data-root "$data" --epochs 10 \
     --batch-size 128 --optimizer adam --lr 1e-3

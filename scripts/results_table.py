@@ -1,10 +1,10 @@
-"""Regenerate README's results table from results/*/metrics.json (``--check`` only compares)."""
+"""Regenerate README's results table and goal checks from results/*/metrics.json (``--check`` only compares)."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from cnncourse.reference import table
+from cnncourse.reference import goals, table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -13,7 +13,8 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 def render(readme: str) -> str:
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{table(README.parent / 'results')}\n{END}{tail}"
+    results = README.parent / "results"
+    return f"{head}{START}\n{table(results)}\n\nThe goals and the articles' figures, checked against the same files:\n\n{goals(results)}\n{END}{tail}"
 
 
 def main(argv=None) -> int:
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
             return 1
         return 0
     README.write_text(updated)
-    print(table(README.parent / "results"))
+    print(updated.split(START, 1)[1].split(END, 1)[0].strip())
     return 0
 
 

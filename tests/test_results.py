@@ -58,3 +58,60 @@ def test_summary_line_quotes_the_file():
 def test_unknown_result_names_the_recorded_ones():
     with pytest.raises(FileNotFoundError, match="recorded"):
         reference.load_result("no-such-experiment", RESULTS)
+
+
+def _fake_results(tmp_path, accuracies):
+    """A results folder with one run whose test accuracy per epoch is ``accuracies``."""
+    (tmp_path / "experiments.json").write_text(json.dumps({"run": {"title": "t", "notebook": "1"}}))
+    (tmp_path / "run").mkdir()
+    history = [{"epoch": i + 1, "test_acc": a} for i, a in enumerate(accuracies)]
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"history": history}))
+    return tmp_path
+
+
+def test_goal_met_names_the_first_epoch_and_the_margin(tmp_path):
+    folder = _fake_results(tmp_path, [0.90, 0.9412, 0.9390, 0.9407])
+    line = reference.goal("run", 0.94, within=15, path=folder)
+    assert line == ("run: >= 94.00 % test accuracy within 15 epochs: met: first reached at epoch 2; "
+                    "after 4 epochs 94.07 % (+0.07 points)")
+
+
+def test_goal_reached_too_late_or_never_is_missed(tmp_path):
+    folder = _fake_results(tmp_path, [0.90, 0.93, 0.95])
+    assert reference.goal("run", 0.94, within=2, path=folder) == (
+        "run: >= 94.00 % test accuracy within 2 epochs: missed: first reached at epoch 3, later than epoch 2")
+    assert reference.goal("run", 0.96, path=folder) == (
+        "run: >= 96.00 % test accuracy: missed: best 95.00 % at epoch 3 of 3, 1.00 points short")
+    with pytest.raises(ValueError, match="fraction"):
+        reference.goal("run", 94.0, path=folder)
+
+
+NOTEBOOK_SOURCES = sorted(path for path in (REPO / "notebooks" / "src").glob("[0-9][0-9]_*.py")
+                          if str(int(path.name[:2])) in {e["notebook"] for e in reference.experiments(RESULTS).values()})
+
+
+@pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.stem)
+def test_reference_prose_quotes_no_measured_number(source):
+    """Measured figures in a notebook's reference section come from code reading results/*.json; the
+    markdown around them may quote only the articles' figures and the goals (in experiments.json)."""
+    import re
+
+    text = source.read_text()
+    assert "## Reference results" in text, f"{source.name} has no reference-results section"
+    section = text.split("## Reference results", 1)[1]
+    prose = "\n".join(line for line in section.splitlines() if line.startswith("#") and not line.startswith("# %%"))
+    allowed = {float(x) for x in re.findall(r"\d+(?:\.\d+)?", (RESULTS / "experiments.json").read_text())}
+    quoted = {float(x) for x in re.findall(r"(\d+(?:\.\d+)?) ?%", prose)}
+    assert quoted <= allowed, f"{source.name}: measured figures typed into prose: {sorted(quoted - allowed)}"
+
+
+def test_goals_lists_every_goal_of_experiments_json(tmp_path):
+    folder = _fake_results(tmp_path, [0.95])
+    described = {"run": {"title": "t", "notebook": "1", "goals": [{"target": 0.94, "within": 1}, {"target": 0.96}]},
+                 "later": {"title": "u", "notebook": "2", "goals": [{"target": 0.5}]}}
+    (folder / "experiments.json").write_text(json.dumps(described))
+    assert reference.goals(folder).splitlines() == [
+        "- run: >= 94.00 % test accuracy within 1 epochs: met: first reached at epoch 1; after 1 epochs 95.00 % (+1.00 points)",
+        "- run: >= 96.00 % test accuracy: missed: best 95.00 % at epoch 1 of 1, 1.00 points short",
+        "- later: not yet measured",
+    ]
