@@ -146,17 +146,25 @@ def _version() -> str:
         return "unknown"
 
 
-def _git_commit() -> Dict[str, Optional[object]]:
-    """Commit (and whether the tree has changes) of the git checkout holding cnncourse, if any."""
-    folder = Path(__file__).resolve().parent
+def _git_commit(out: Optional[Path] = None, folder: Optional[Path] = None) -> Dict[str, Optional[object]]:
+    """Commit of the git checkout holding cnncourse, if any, and whether its tracked files differ from
+    it. Changes inside ``out`` (the run's own folder, e.g. results/<name> being re-recorded) do not
+    count: they are this run's outputs, not a change to the code that made them."""
+    folder = Path(__file__).resolve().parent if folder is None else Path(folder)
     try:
         commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10)
         if commit.returncode != 0:
             return {"commit": None, "dirty": None}
+        top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
         status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
                                 capture_output=True, text=True, timeout=10)
-        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+        changed = [line[3:].strip('"') for line in status.stdout.splitlines() if line.strip()]
+        if out is not None and top:
+            own = Path(out).resolve()
+            changed = [name for name in changed if not (Path(top) / name).resolve().is_relative_to(own)]
+        return {"commit": commit.stdout.strip(), "dirty": bool(changed)}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
@@ -326,7 +334,7 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     settings = _resolve(given)
     out = Path(settings["out"])
     started = time.time()
-    git = _git_commit()
+    git = _git_commit(out)
 
     from cnncourse import config
     if settings["quick"]:

@@ -117,3 +117,27 @@ def test_python_dash_m_cnncourse_trains_in_a_fresh_process(tmp_path):
     assert metrics["image_size"] == 28 and metrics["provenance"]["settings"]["batch_size"] == 32
     assert metrics["provenance"]["torch_threads"] == 1
     assert (out / "confusion.png").exists() and (out / "curves.png").exists()
+
+
+@pytest.mark.skipif(subprocess.run(["git", "--version"], capture_output=True).returncode != 0, reason="git missing")
+def test_provenance_dirty_ignores_the_runs_own_folder(tmp_path):
+    """Re-recording results/<name> changes tracked files inside the run's folder: that is the run's
+    output, not a change to the code, so the provenance stays clean; a changed source file does not."""
+    from cnncourse.cli import _git_commit
+
+    repo = tmp_path / "repo"
+    (repo / "results" / "run").mkdir(parents=True)
+    (repo / "code.py").write_text("x = 1\n")
+    (repo / "results" / "run" / "metrics.json").write_text("{}\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "start"], check=True)
+    head = subprocess.run(git[:3] + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+    (repo / "results" / "run" / "metrics.json").unlink()
+    assert _git_commit(repo / "results" / "run", folder=repo) == {"commit": head, "dirty": False}
+    assert _git_commit(None, folder=repo)["dirty"] is True
+    (repo / "code.py").write_text("x = 2\n")
+    assert _git_commit(repo / "results" / "run", folder=repo) == {"commit": head, "dirty": True}
+    assert _git_commit(None, folder=tmp_path / "not-a-repo") == {"commit": None, "dirty": None}
