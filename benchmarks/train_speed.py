@@ -319,8 +319,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"{report['medians'][report['extra']] / report['best_article']:.2f}x")
     if args.json is not None:
         import json
+        import shlex
+
+        from cnncourse.cli import _git_commit
+
+        git = _git_commit(args.json.parent)
+        command = "python benchmarks/train_speed.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
         args.json.write_text(json.dumps({"hardware": info, "device": str(device), "steps": args.steps,
-                                         "repeats": args.repeats, "cases": reports}, indent=2))
+                                         "repeats": args.repeats, "command": command.strip(),
+                                         "git_commit": git["commit"], "git_dirty": git["dirty"],
+                                         "cases": reports}, indent=2) + "\n")
     return 0
 
 

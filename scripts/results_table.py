@@ -1,6 +1,8 @@
-"""Regenerate README's results table and goal checks from results/*/metrics.json (``--check`` only compares)."""
+"""Regenerate README's results table and goal checks from results/*/metrics.json, and its speed table
+from results/benchmarks/train_speed_cpu.json (``--check`` only compares)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -8,13 +10,43 @@ from cnncourse.reference import goals, table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
+SPEED_JSON = "results/benchmarks/train_speed_cpu.json"
+
+
+def speed_table(report: dict) -> str:
+    """The benchmark's figures (benchmarks/train_speed.py --json) as README's Markdown table."""
+    hw = report["hardware"]
+    commit = report.get("git_commit")
+    made = (f"`{report['command']}` at commit {commit[:7]}" if commit else "benchmarks/train_speed.py")
+    lines = [f"Measured with {made} on {hw['cpu']} ({hw['logical_cpus']} logical CPUs, {hw['torch_threads']} torch "
+             f"threads, GPU: {hw['gpu']}), torch {hw['torch']}, median of {report['repeats']} runs, warm-up "
+             f"excluded; the script's JSON output is [`{SPEED_JSON}`]({SPEED_JSON}):",
+             "",
+             "| case | articles' way (best DataLoader setting) | fast path | ratio |",
+             "|---|---|---|---|"]
+    for case in report["cases"]:
+        best, fast = case["best_article"], case["medians"]["cnncourse fast path"]
+        lines.append(f"| {case['title']} | {best:,.0f} images/s | {fast:,.0f} images/s | {fast / best:.2f}x |")
+        if case.get("extra"):
+            extra = case["medians"][case["extra"]]
+            lines.append(f"| the same, {case['extra']} | {best:,.0f} images/s | {extra:,.0f} images/s | "
+                         f"{extra / best:.2f}x |")
+    return "\n".join(lines)
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
 
 
 def render(readme: str) -> str:
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
     results = README.parent / "results"
-    return f"{head}{START}\n{table(results)}\n\nThe goals and the articles' figures, checked against the same files:\n\n{goals(results)}\n{END}{tail}"
+    readme = _replace(readme, START, END, f"{table(results)}\n\nThe goals and the articles' figures, checked "
+                                          f"against the same files:\n\n{goals(results)}")
+    speed = json.loads((README.parent / SPEED_JSON).read_text())
+    return _replace(readme, SPEED_START, SPEED_END, speed_table(speed))
 
 
 def main(argv=None) -> int:
@@ -28,6 +60,7 @@ def main(argv=None) -> int:
         return 0
     README.write_text(updated)
     print(updated.split(START, 1)[1].split(END, 1)[0].strip())
+    print(updated.split(SPEED_START, 1)[1].split(SPEED_END, 1)[0].strip())
     return 0
 
 
