@@ -7,6 +7,7 @@ article's figure to compare with.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -123,11 +124,16 @@ def goals(path: Optional[PathLike] = None) -> str:
     return "\n".join(lines)
 
 
+def _label(column: str) -> str:
+    """A history column in words: ``test_acc`` -> ``test accuracy (%)``."""
+    return column.replace("_acc", " accuracy (%)").replace("_loss", " loss").replace("_", " ")
+
+
 def history_table(names: List[str], column: str = "test_acc", path: Optional[PathLike] = None) -> str:
     """Per-epoch ``column`` (accuracies in percent) of several recorded runs, side by side, as text."""
     runs = {name: load_result(name, path)["history"] for name in names}
     width = max(len(name) for name in names) + 2
-    lines = ["epoch " + "".join(f"{name:>{width}}" for name in names)]
+    lines = [f"{_label(column)} per epoch", "epoch " + "".join(f"{name:>{width}}" for name in names)]
     for epoch in range(1, max(len(h) for h in runs.values()) + 1):
         cells = []
         for history in runs.values():
@@ -138,8 +144,12 @@ def history_table(names: List[str], column: str = "test_acc", path: Optional[Pat
     return "\n".join(lines)
 
 
-def plot_results(names: List[str], column: str = "test_acc", path: Optional[PathLike] = None):
-    """One matplotlib figure with ``column`` per epoch for several recorded runs (accuracy in percent)."""
+def plot_results(names: List[str], column: str = "test_acc", path: Optional[PathLike] = None,
+                 lines: Optional[Dict[str, float]] = None):
+    """One matplotlib figure with ``column`` per epoch for several recorded runs (accuracy in percent).
+
+    ``lines`` maps a label to a figure to compare with, drawn as a dashed horizontal line: an
+    article's reported accuracy as a fraction, e.g. ``{"article, 400 epochs": 0.913}``."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -147,8 +157,12 @@ def plot_results(names: List[str], column: str = "test_acc", path: Optional[Path
     for name in names:
         history = load_result(name, path)["history"]
         ax.plot([r["epoch"] for r in history], [scale * r[column] for r in history], marker="o", label=name)
+    for (label, value), style in zip((lines or {}).items(), itertools.cycle(("--", ":", "-."))):
+        if column.endswith("_acc") and not 0.0 <= value <= 1.0:
+            raise ValueError(f"lines[{label!r}] is an accuracy as a fraction of 1 (0.913 for 91.3 %), got {value}")
+        ax.axhline(scale * value, color="0.35", linestyle=style, linewidth=1.2, label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(column.replace("_acc", " accuracy (%)").replace("_loss", " loss").replace("_", " "))
+    ax.set_ylabel(_label(column))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -115,3 +115,35 @@ def test_goals_lists_every_goal_of_experiments_json(tmp_path):
         "- run: >= 96.00 % test accuracy: missed: best 95.00 % at epoch 1 of 1, 1.00 points short",
         "- later: not yet measured",
     ]
+
+
+def test_plot_results_draws_the_runs_and_the_articles_figures(tmp_path):
+    import matplotlib.pyplot as plt
+
+    folder = _fake_results(tmp_path, [0.80, 0.85, 0.875])
+    fig = reference.plot_results(["run"], path=folder, lines={"article, 400 epochs": 0.913, "goal": 0.94})
+    try:
+        ax = fig.axes[0]
+        run, article, goal = ax.get_lines()
+        assert list(run.get_xdata()) == [1, 2, 3]
+        assert list(run.get_ydata()) == pytest.approx([80.0, 85.0, 87.5])
+        assert list(article.get_ydata()) == pytest.approx([91.3, 91.3])
+        assert list(goal.get_ydata()) == pytest.approx([94.0, 94.0])
+        assert article.get_linestyle() != goal.get_linestyle()
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["run", "article, 400 epochs", "goal"]
+        with pytest.raises(ValueError, match="fraction"):
+            reference.plot_results(["run"], path=folder, lines={"article": 91.3})
+    finally:
+        plt.close("all")
+
+
+def test_history_table_puts_runs_side_by_side_in_percent(tmp_path):
+    folder = _fake_results(tmp_path, [0.5, 0.875])
+    (folder / "short").mkdir()
+    (folder / "short" / "metrics.json").write_text(json.dumps({"history": [{"epoch": 1, "test_acc": 0.25}]}))
+    assert reference.history_table(["run", "short"], path=folder).splitlines() == [
+        "test accuracy (%) per epoch",
+        "epoch     run  short",
+        "    1   50.00  25.00",
+        "    2   87.50       ",
+    ]
