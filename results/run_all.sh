@@ -4,6 +4,7 @@
 # JPEG copy in cifar10-jpeg/{train,test}/<class>/ (see README, Data). Usage: bash results/run_all.sh DATA
 # Each run uses one thread (THREADS=2 to change): two of them ran side by side on a 2-core machine;
 # the article's ResNet-50 on Fashion-MNIST ran alone with THREADS=2.
+# The GPU rows of README's table (the *-gpu entries of experiments.json) have no line here yet: no GPU was lent.
 # bf16 autocast speeds ResNet-20 up about 1.5x on CPUs with native bf16 (AVX-512 BF16); drop --amp bf16 elsewhere.
 set -euo pipefail
 data=${1:?usage: bash results/run_all.sh DATA_FOLDER}
