@@ -553,7 +553,7 @@ for layer in ("stem.0", "layer1", "layer3"):
 #
 # Full-data runs recorded by `cnncourse train` on all 60,000 / 10,000 Fashion-MNIST images, read from
 # `results/*/metrics.json`, on a 2-core CPU: the article's Keras ResNet-50 with its settings (Adam
-# 0.001, batch 128) for its first epoch only (the CPU time that was left), and ResNet-20 with the
+# 0.001, batch 128, no augmentation) for its first 10 epochs (of its 400), and ResNet-20 with the
 # better recipe (crop + flip, SGD with Nesterov momentum, one-cycle peaking at 0.1, weight decay 5e-4,
 # label smoothing 0.1, batch 128, bf16 autocast) for 15 epochs. The article reports 91.3 % after 400
 # epochs (Adam) and 91.4 % (SGD + momentum).
@@ -568,11 +568,31 @@ print(reference.summary("fmnist-resnet20"))
 print(reference.history_table(['fmnist-article-resnet50', 'fmnist-resnet20']))
 
 # %%
+print(reference.history_table(['fmnist-article-resnet50', 'fmnist-resnet20'], column="train_acc"))
+
+# %%
 # NBVAL_IGNORE_OUTPUT
-reference.plot_results(['fmnist-article-resnet50', 'fmnist-resnet20']);
+reference.plot_results(['fmnist-article-resnet50', 'fmnist-resnet20'],
+                       lines={"article, 400 epochs (Adam)": 0.913, "goal, 15 epochs": 0.94});
 
 # %% [markdown]
-# The course's goal for the better recipe was at least 94.0 % within 15 epochs: ResNet-20 reaches
-# 94.07 %, with 1 % of the article network's parameters and a 27th of its epochs, beating the
-# article's 400-epoch 91.3 % from epoch 10 on. The gain in the last epochs is the one-cycle schedule
-# letting the learning rate fall to almost zero.
+# The course's goal for the better recipe was at least 94.0 % within 15 epochs, and both runs can be
+# held against the article's 400-epoch 91.3 %. The lines below check this against the recorded files:
+
+# %%
+print(reference.goal("fmnist-resnet20", 0.94, within=15))
+print(reference.goal("fmnist-resnet20", 0.913))
+print(reference.goal("fmnist-article-resnet50", 0.913))
+
+# %% [markdown]
+# ResNet-20 clears the goal with about a hundredth of the article network's parameters and a 27th of
+# its epochs, and passes the article's final figure well before its last epoch. The gain in the last
+# epochs is the one-cycle schedule letting the learning rate fall to almost zero.
+
+# %% [markdown]
+# The article's ResNet-50 at its own settings climbs fast and then flattens: after its first 10
+# epochs it is close to, but still short of, the article's 400-epoch figure, and its training accuracy
+# (second table, measured while training) pulls further ahead of its test accuracy almost every
+# epoch. With 28 x 28 inputs its last stages see 2 x 2 and 1 x 1 maps (traced above), so most of its
+# 26 million parameters do little, and a constant learning rate without augmentation gives it nothing
+# to close that gap with: more epochs mostly widen it, and 400 of them end only a little higher.
