@@ -66,13 +66,18 @@ def summary(name: str, path: Optional[PathLike] = None) -> str:
             f"{hardware(metrics)}; torch {prov['torch_version']}, commit {str(prov['git_commit'])[:7]}")
 
 
+def _check_fraction(what: str, value: float) -> None:
+    """An accuracy given as a fraction of 1 (0.94, not 94), or a ValueError that says so."""
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{what} is a fraction of 1 (0.94 for 94 %), got {value}")
+
+
 def goal(name: str, target: float, within: Optional[int] = None, path: Optional[PathLike] = None) -> str:
     """Whether recorded run ``name`` reached test accuracy ``target`` (a fraction, e.g. 0.94), within
     ``within`` epochs if given, in one deterministic line: the first epoch that reached it and by how
     many points the final accuracy clears or misses it. Used for the course's goals and the articles'
     figures, so the prose around it need not quote a number."""
-    if not 0.0 < target <= 1.0:
-        raise ValueError(f"target is a fraction of 1 (0.94 for 94 %), got {target}")
+    _check_fraction("target", target)
     history = load_result(name, path)["history"]
     final = history[-1]["test_acc"]
     first = next((r["epoch"] for r in history if r["test_acc"] >= target), None)
@@ -129,16 +134,21 @@ def _label(column: str) -> str:
     return column.replace("_acc", " accuracy (%)").replace("_loss", " loss").replace("_", " ")
 
 
+def _scale(column: str) -> int:
+    """100 for accuracies (fractions in metrics.json, shown in percent), else 1."""
+    return 100 if column.endswith("_acc") else 1
+
+
 def history_table(names: List[str], column: str = "test_acc", path: Optional[PathLike] = None) -> str:
     """Per-epoch ``column`` (accuracies in percent) of several recorded runs, side by side, as text."""
     runs = {name: load_result(name, path)["history"] for name in names}
     width = max(len(name) for name in names) + 2
+    scale = _scale(column)
     lines = [f"{_label(column)} per epoch", "epoch " + "".join(f"{name:>{width}}" for name in names)]
     for epoch in range(1, max(len(h) for h in runs.values()) + 1):
         cells = []
         for history in runs.values():
             value = history[epoch - 1][column] if epoch <= len(history) else None
-            scale = 100 if column.endswith("_acc") else 1
             cells.append(f"{'':>{width}}" if value is None else f"{scale * value:>{width}.2f}")
         lines.append(f"{epoch:>5} " + "".join(cells))
     return "\n".join(lines)
@@ -148,18 +158,19 @@ def plot_results(names: List[str], column: str = "test_acc", path: Optional[Path
                  lines: Optional[Dict[str, float]] = None):
     """One matplotlib figure with ``column`` per epoch for several recorded runs (accuracy in percent).
 
-    ``lines`` maps a label to a figure to compare with, drawn as a dashed horizontal line: an
-    article's reported accuracy as a fraction, e.g. ``{"article, 400 epochs": 0.913}``."""
+    ``lines`` maps a label to a figure to compare with, drawn as a grey horizontal line (dashed,
+    dotted, ...): an article's reported accuracy as a fraction, e.g. ``{"article, 400 epochs": 0.913}``."""
     import matplotlib.pyplot as plt
 
+    scale, lines = _scale(column), lines or {}
+    if scale == 100:
+        for label, value in lines.items():
+            _check_fraction(f"lines[{label!r}]", value)
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    scale = 100 if column.endswith("_acc") else 1
     for name in names:
         history = load_result(name, path)["history"]
         ax.plot([r["epoch"] for r in history], [scale * r[column] for r in history], marker="o", label=name)
-    for (label, value), style in zip((lines or {}).items(), itertools.cycle(("--", ":", "-."))):
-        if column.endswith("_acc") and not 0.0 <= value <= 1.0:
-            raise ValueError(f"lines[{label!r}] is an accuracy as a fraction of 1 (0.913 for 91.3 %), got {value}")
+    for (label, value), style in zip(lines.items(), itertools.cycle(("--", ":", "-."))):
         ax.axhline(scale * value, color="0.35", linestyle=style, linewidth=1.2, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel(_label(column))
