@@ -500,8 +500,8 @@ print(reference.history_table(['cifar10-lenet-article', 'cifar10-lenet-improved'
 reference.plot_results(['cifar10-lenet-article', 'cifar10-lenet-improved']);
 
 # %% [markdown]
-# Test accuracy per epoch (first table, in %), training accuracy (second table) and the test
-# curves. The article's recipe stalls from about the fifth epoch on: at a constant learning rate of 0.01 Adam keeps jumping
+# The tables give test and training accuracy per epoch, the plot the test curves. The article's
+# recipe stalls from about the fifth epoch on: at a constant learning rate of 0.01 Adam keeps jumping
 # around a minimum it cannot settle in. The one-cycle run keeps improving while its learning rate
 # falls and ends several points higher with the very same 62,050 parameters. Its training accuracy,
 # well above its test accuracy by the last epoch, shows where the next gain would come from:
