@@ -7,12 +7,15 @@ models on a CPU and starves a GPU. :class:`TensorLoader` yields ``(images, label
 a ``DataLoader`` does, so :func:`cnncourse.train.fit` takes either.
 
 Per batch it indexes the uint8 images, applies vectorised augmentation (random crop with zero
-padding, horizontal flips, arbitrary rotations for galaxies), converts to float and normalises
-with the data set's mean and std. Shuffling and augmentation draw from a generator seeded by
-``(seed, epoch)``, so an epoch is reproducible on its own, which makes resumed training exact.
+padding, rotation by a random angle, horizontal and vertical flips), converts to float and
+normalises. What to do comes from the same recipe as the DataLoader path's transforms
+(``cnncourse.data.data_recipe``), so both loaders run the same experiment. Shuffling and
+augmentation draw from a generator seeded by ``(seed, epoch)``, one draw per image, so an epoch is
+reproducible on its own (which makes resumed training exact) and is split across processes
+(``rank``/``world_size``) without changing what any image gets.
 
-The module needs only torch; :func:`fast_loaders` and :meth:`TensorLoader.from_dataset` use
-``cnncourse.data`` when it is there.
+The module needs only torch (copy it anywhere and :class:`TensorLoader` works);
+:func:`fast_loaders` uses ``cnncourse.data`` to find and read the data sets.
 """
 from __future__ import annotations
 
@@ -23,25 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-__all__ = ["AUGMENTATIONS", "AUGMENT_PRESETS", "TensorLoader", "fast_loaders"]
+__all__ = ["AUGMENTATIONS", "TensorLoader", "fast_loaders"]
 
-#: Augmentations :class:`TensorLoader` knows.
+#: Named augmentations :class:`TensorLoader` knows besides a recipe's (``augment=True``).
 #: ``"crop"``: random crop of the image padded by ``pad`` zero pixels on each side;
 #: ``"flip"``: horizontal flip with probability 1/2; ``"crop-flip"``: both (the CIFAR recipe);
 #: ``"galaxy"``: rotation by a uniform random angle plus horizontal flip (galaxies have no "up").
 AUGMENTATIONS = (None, "crop", "flip", "crop-flip", "galaxy")
-
-#: The augmentation ``augment=True`` means for each course data set (digits must not be mirrored).
-AUGMENT_PRESETS = {
-    "mnist": "crop",
-    "fashion-mnist": "crop-flip",
-    "cifar10": "crop-flip",
-    "galaxy10": "galaxy",
-    "galaxy10-sdss": "galaxy",
-}
-
-#: Crop padding per data set (the same as ``cnncourse.data.default_transform``); others use size // 8.
-CROP_PADDING = {"mnist": 2, "fashion-mnist": 2, "cifar10": 4}
+_NAMED = {None: {}, "crop": {"crop": True}, "flip": {"hflip": True}, "crop-flip": {"crop": True, "hflip": True},
+          "galaxy": {"rotation": 180.0, "hflip": True}}
 
 DeviceLike = Union[str, torch.device, None]
 
@@ -60,26 +53,36 @@ class TensorLoader:
         batch_size: images per batch.
         shuffle: draw a new order every epoch.
         mean, std: per-channel statistics in the 0-1 pixel scale (torchvision's convention);
-            ``None`` only scales to 0-1.
-        augment: one of :data:`AUGMENTATIONS` (``None`` for none).
-        pad: padding in pixels for the random crop.
+            default: the recipe's, else none (pixels only scaled to 0-1).
+        augment: ``True`` for the recipe's augmentation, ``None``/``False`` for none, or a name
+            from :data:`AUGMENTATIONS`.
+        pad: padding in pixels for a named crop (default: the recipe's crop padding, else 4).
         device: where the images live and batches are made; ``None`` keeps them where they are
             (``fit`` then moves the loader to the model's device).
         seed: seed of the shuffling and augmentation; epoch ``e`` uses ``(seed, e)``.
         drop_last: drop the last incomplete batch.
         channels_last: return batches in ``torch.channels_last`` memory format.
-        classes: class names, kept for plots.
+        classes: class names, kept for plots; labels must then be below ``len(classes)``.
+        recipe: a ``cnncourse.data.DataRecipe`` (or any object with ``mean``, ``std``,
+            ``crop_padding``, ``hflip``, ``vflip``, ``rotation`` and optionally ``interpolation``).
+        rank, world_size: this process's share of every epoch when ``world_size`` processes train
+            together: the epoch's order (the same on every rank) split as ``order[rank::world_size]``;
+            with shuffling it is first padded by wrapping to a multiple of ``world_size`` (every rank
+            gets as many batches, as with ``DistributedSampler``), without it every image is seen once.
 
     Iterating yields ``(x, y)``: float32 ``[B, C, H, W]`` normalised images and int64 labels, both
     on ``device``. Each ``iter()`` uses the current epoch and then advances it; :meth:`set_epoch`
-    chooses it explicitly (``fit`` does, which is what makes resuming exact).
+    chooses it explicitly (``fit`` does, which is what makes resuming exact). Augmentation draws
+    belong to images, not positions: an image gets the same crop, flips and angle in an epoch
+    whatever the order and however the epoch is split across processes.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64,
                  shuffle: bool = False, mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None, augment: Optional[str] = None, pad: int = 4,
-                 device: DeviceLike = None, seed: int = 0, drop_last: bool = False,
-                 channels_last: bool = False, classes: Optional[Sequence[str]] = None) -> None:
+                 std: Optional[Sequence[float]] = None, augment: Union[bool, str, None] = None,
+                 pad: Optional[int] = None, device: DeviceLike = None, seed: int = 0, drop_last: bool = False,
+                 channels_last: bool = False, classes: Optional[Sequence[str]] = None, *, recipe=None,
+                 rank: int = 0, world_size: int = 1) -> None:
         images = torch.as_tensor(images)
         labels = torch.as_tensor(labels)
         if images.dim() == 3:
@@ -91,40 +94,89 @@ class TensorLoader:
                              "Convert with (x * 255).round().to(torch.uint8) if they are floats in 0-1.")
         if labels.dim() != 1 or len(labels) != len(images):
             raise ValueError(f"labels must be [N] with N={len(images)}; got shape {tuple(labels.shape)}")
-        if augment not in AUGMENTATIONS:
-            raise ValueError(f"augment={augment!r} is not one of {AUGMENTATIONS}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+        self.recipe = recipe
+        self._set_augmentation(augment, pad)
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
-        self.augment = augment
-        self.pad = int(pad)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.channels_last = bool(channels_last)
         self.classes = list(classes) if classes is not None else None
+        self.rank, self.world_size = int(rank), int(world_size)
+        self._check_shard()
         self.epoch = 0
         channels = images.shape[1]
+        mean = mean if mean is not None else getattr(recipe, "mean", None)
+        std = std if std is not None else getattr(recipe, "std", None)
         self.mean = tuple(float(m) for m in mean) if mean is not None else (0.0,) * channels
         self.std = tuple(float(s) for s in std) if std is not None else (1.0,) * channels
         if len(self.mean) != channels or len(self.std) != channels:
             raise ValueError(f"mean and std need {channels} values (one per channel); "
                              f"got {len(self.mean)} and {len(self.std)}")
+        labels = labels.long()
+        limit = len(self.classes) if self.classes is not None else None
+        bad = (labels < 0) if limit is None else (labels < 0) | (labels >= limit)
+        if bool(bad.any()):
+            expected = "0 or more" if limit is None else f"0 to {limit - 1} (one per class of classes=)"
+            raise ValueError(f"labels must be {expected}; found {sorted(set(labels[bad].tolist()))[:10]} at "
+                             f"positions {bad.nonzero().flatten()[:5].tolist()}")
         self.images = images
-        self.labels = labels.long()
+        self.labels = labels
         self.to(device if device is not None else images.device)
+
+    def _set_augmentation(self, augment: Union[bool, str, None], pad: Optional[int]) -> None:
+        recipe = self.recipe
+        recipe_pad = int(getattr(recipe, "crop_padding", 0) or 0)
+        self.pad = int(pad) if pad is not None else (recipe_pad or 4)
+        self.interpolation = getattr(recipe, "interpolation", "bilinear")
+        if augment is True:
+            if recipe is None:
+                raise ValueError("augment=True means the recipe's augmentation, but no recipe= was given; "
+                                 f"pass recipe=cnncourse.data.data_recipe(name) or name one of {AUGMENTATIONS}")
+            chosen = {"crop": recipe_pad > 0, "hflip": bool(recipe.hflip), "vflip": bool(recipe.vflip),
+                      "rotation": float(recipe.rotation)}
+        elif augment is False or augment in _NAMED:
+            chosen = _NAMED[None if augment is False else augment]
+        else:
+            raise ValueError(f"augment={augment!r} is not True, False or one of {AUGMENTATIONS}")
+        self.crop = bool(chosen.get("crop", False))
+        self.hflip = bool(chosen.get("hflip", False))
+        self.vflip = bool(chosen.get("vflip", False))
+        self.rotation = float(chosen.get("rotation", 0.0))
+
+    @property
+    def augment(self) -> Optional[str]:
+        """The augmentation as a name: one of :data:`AUGMENTATIONS` when it is one, else its parts joined by '+'."""
+        parts = (self.crop, self.hflip, self.vflip, self.rotation)
+        for name, spec in _NAMED.items():
+            if parts == (spec.get("crop", False), spec.get("hflip", False), False, spec.get("rotation", 0.0)):
+                return name
+        return "+".join(["crop"] * self.crop + ["hflip"] * self.hflip + ["vflip"] * self.vflip
+                        + [f"rotate{self.rotation:g}"] * bool(self.rotation))
+
+    def _check_shard(self) -> None:
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size; got rank={self.rank}, "
+                             f"world_size={self.world_size}")
 
     # ----------------------------------------------------------------- construction helpers
     @classmethod
     def from_dataset(cls, dataset, batch_size: int = 64, shuffle: bool = False,
                      image_size: Optional[int] = None, **kwargs) -> "TensorLoader":
-        """Build a loader from a map-style dataset that returns PIL images (or raw tensors).
-
-        Pixels come from ``cnncourse.data.to_tensors`` (no transform applied). ``classes`` defaults
-        to ``dataset.classes``; the other keywords go to :class:`TensorLoader`.
-        """
-        from cnncourse.data import to_tensors
-        images, labels = to_tensors(dataset, image_size=image_size)
+        """Build a loader from a data set that can give its raw pixels: ``dataset.to_tensors(image_size=...)``
+        returning uint8 ``[N, C, H, W]`` images and ``[N]`` labels (every data set from
+        ``cnncourse.data.get_dataset`` has it). ``classes`` defaults to ``dataset.classes``; the
+        other keywords go to :class:`TensorLoader`."""
+        method = getattr(dataset, "to_tensors", None)
+        if not callable(method):
+            raise TypeError(
+                f"TensorLoader.from_dataset needs a data set with a to_tensors(image_size=None) method that "
+                f"returns uint8 [N, C, H, W] images and [N] labels; {type(dataset).__name__} has none. Use "
+                "images, labels = cnncourse.data.to_tensors(dataset) (it reads any data set of images) and "
+                "TensorLoader(images, labels, ...) instead.")
+        images, labels = method(image_size=image_size)
         kwargs.setdefault("classes", getattr(dataset, "classes", None))
         return cls(images, labels, batch_size=batch_size, shuffle=shuffle, **kwargs)
 
@@ -142,8 +194,16 @@ class TensorLoader:
     # ----------------------------------------------------------------- DataLoader-like protocol
     @property
     def num_samples(self) -> int:
-        """Number of images held."""
+        """Number of images held (all ranks together)."""
         return len(self.labels)
+
+    @property
+    def shard_size(self) -> int:
+        """Images this rank yields per epoch (``num_samples`` in a single process)."""
+        n, world = self.num_samples, self.world_size
+        if world == 1:
+            return n
+        return math.ceil(n / world) if self.shuffle else len(range(self.rank, n, world))
 
     @property
     def dataset(self) -> TensorDataset:
@@ -151,10 +211,10 @@ class TensorLoader:
         return TensorDataset(self.images, self.labels)
 
     def __len__(self) -> int:
-        """Number of batches per epoch."""
+        """Number of batches per epoch (of this rank)."""
         if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+            return self.shard_size // self.batch_size
+        return math.ceil(self.shard_size / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order and augmentation the next ``iter()`` produces."""
@@ -169,46 +229,62 @@ class TensorLoader:
         self.seed = int(state["seed"])
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        epoch_draws = self._draw_epoch(self.epoch)
+        self._check_shard()  # rank and world_size may be set after construction (fit does under torchrun)
+        draws = self._draw_epoch(self.epoch)
         self.epoch += 1
-        n = self.num_samples
-        stop = len(self) * self.batch_size if self.drop_last else n
+        positions = self._positions(draws.pop("order", None))
+        count = self.shard_size
+        stop = len(self) * self.batch_size if self.drop_last else count
         for start in range(0, stop, self.batch_size):
-            end = min(start + self.batch_size, n)
-            yield self._make_batch(epoch_draws, start, end)
+            end = min(start + self.batch_size, count)
+            index = positions[start:end] if positions is not None else slice(start, end)
+            yield self._make_batch(draws, index)
 
     # ----------------------------------------------------------------- batch making
+    def _positions(self, order: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The image indices this rank yields this epoch, in order (None: all images, in storage order)."""
+        if self.world_size == 1:
+            return order
+        n, world = self.num_samples, self.world_size
+        order = order if order is not None else torch.arange(n, device=self.device)
+        if self.shuffle and n % world:  # wrap around so every rank gets the same number of images
+            total = math.ceil(n / world) * world
+            order = order.repeat(math.ceil(total / n))[:total]
+        return order[self.rank::world]
+
     def _draw_epoch(self, epoch: int) -> dict:
-        """All random numbers of one epoch, drawn on the CPU (same on every device) and moved once."""
+        """All random numbers of one epoch, one per image (not per position), drawn on the CPU (the
+        same on every device and every rank) and moved once."""
         n = self.num_samples
-        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
         draws = {}
         if self.shuffle:
-            draws["order"] = torch.randperm(n, generator=generator)
-        if self.augment in ("crop", "crop-flip"):
+            draws["order"] = torch.randperm(n, generator=torch.Generator().manual_seed(_epoch_seed(self.seed, epoch)))
+        # A generator of its own, so an image's augmentation does not depend on shuffling being on.
+        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch) ^ 0x5DEECE66D)
+        if self.crop:
             draws["offsets"] = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=generator)
-        if self.augment in ("flip", "crop-flip", "galaxy"):
-            draws["flip"] = torch.rand(n, generator=generator) < 0.5
-        if self.augment == "galaxy":
-            draws["angle"] = torch.rand(n, generator=generator) * (2 * math.pi)
+        if self.rotation:
+            draws["angle"] = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(self.rotation)
+        if self.hflip:
+            draws["hflip"] = torch.rand(n, generator=generator) < 0.5
+        if self.vflip:
+            draws["vflip"] = torch.rand(n, generator=generator) < 0.5
         return {key: value.to(self.device, non_blocking=True) for key, value in draws.items()}
 
-    def _make_batch(self, draws: dict, start: int, end: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        if "order" in draws:
-            index = draws["order"][start:end]
-            x, y = self.images[index], self.labels[index]
-        else:
-            x, y = self.images[start:end], self.labels[start:end]
+    def _make_batch(self, draws: dict, index) -> Tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.images[index], self.labels[index]
         if "offsets" in draws:
-            x = random_crop(x, draws["offsets"][start:end], self.pad)
-        if "flip" in draws:
-            x = torch.where(draws["flip"][start:end].view(-1, 1, 1, 1), x.flip(-1), x)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+            x = random_crop(x, draws["offsets"][index], self.pad)
         if "angle" in draws:
-            x = rotate(x.float().div_(255.0), draws["angle"][start:end])
+            x = rotate(x.float().div_(255.0), draws["angle"][index], self.interpolation)
+        for key, dim in (("hflip", -1), ("vflip", -2)):
+            if key in draws:
+                x = torch.where(draws[key][index].view(-1, 1, 1, 1), x.flip(dim), x)
+        if "angle" in draws:
             x = x.mul_(255.0 * self._scale).add_(self._shift)
         else:
             x = torch.addcmul(self._shift, x.float(), self._scale)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         return x.contiguous(memory_format=memory_format), y
 
     def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,9 +292,10 @@ class TensorLoader:
         return (x - self._shift.to(x.device)) / (255.0 * self._scale.to(x.device))
 
     def __repr__(self) -> str:
+        shard = f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else ""
         return (f"TensorLoader({self.num_samples} images {tuple(self.images.shape[1:])}, "
                 f"batch_size={self.batch_size}, shuffle={self.shuffle}, augment={self.augment!r}, "
-                f"device={self.device})")
+                f"device={self.device}{shard})")
 
 
 def random_crop(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor:
@@ -235,48 +312,53 @@ def random_crop(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tenso
     return cropped.permute(0, 3, 1, 2)
 
 
-def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+def rotate(x: torch.Tensor, angles: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Rotate each float image of ``x`` about its centre by ``angles`` (radians), filling corners with 0."""
     cos, sin = torch.cos(angles), torch.sin(angles)
     zero = torch.zeros_like(cos)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
 def fast_loaders(name: str, batch_size: int = 64, augment: Union[bool, str, None] = False,
                  image_size: Optional[int] = None, device: DeviceLike = None, seed: int = 0,
                  root=None, download: bool = True, test_batch_size: Optional[int] = None,
-                 drop_last: bool = False, channels_last: bool = False) -> Tuple[TensorLoader, TensorLoader]:
-    """Train and test :class:`TensorLoader` for a course data set, normalised with its statistics.
+                 drop_last: bool = False, channels_last: bool = False, preset: str = "course",
+                 recipe=None, rank: int = 0, world_size: int = 1) -> Tuple[TensorLoader, TensorLoader]:
+    """Train and test :class:`TensorLoader` for a course data set or an image folder.
 
-    ``augment=True`` picks the data set's preset from :data:`AUGMENT_PRESETS`; a string names one
-    of :data:`AUGMENTATIONS`. The test loader is never shuffled or augmented and uses batches of
-    ``test_batch_size`` (default: twice ``batch_size``, at least 256).
+    Normalisation and ``augment=True`` follow ``cnncourse.data.data_recipe(name, preset)``, the
+    recipe the DataLoader path's ``default_transform`` reads too: ``preset="course"`` (the data
+    set's statistics, an image folder's measured from its training pixels, and the course's
+    augmentation) or ``"article"`` (the articles' ``Normalize(0.5, 0.5)`` and augmentation);
+    ``recipe`` overrides it. A string ``augment`` names one of :data:`AUGMENTATIONS` instead. The
+    test loader is never shuffled or augmented and uses batches of ``test_batch_size`` (default:
+    twice ``batch_size``, at least 256). ``rank``/``world_size`` shard both loaders (see
+    :class:`TensorLoader`).
     """
-    from cnncourse.data import NORMALIZATION, dataset_info, get_dataset, is_known_name, to_tensors
+    try:
+        from cnncourse.data import data_recipe, get_dataset, is_known_name, pixel_statistics, to_tensors
+    except ImportError as error:
+        raise ImportError(
+            "fast_loaders needs the cnncourse package (cnncourse.data) to find and read data sets; install "
+            "the course (pip install -e . in its folder), or build TensorLoader(images, labels, mean=..., "
+            "std=...) from your own uint8 tensors, which needs only torch.") from error
 
-    known = is_known_name(name)
-    key = dataset_info(name).name if known else str(name)
-    if augment is True:
-        augment = AUGMENT_PRESETS.get(key, "crop-flip")
-    elif augment is False:
-        augment = None
-    mean, std = NORMALIZATION[key] if known else (None, None)
-    loaders = []
+    loaded = []
     for split in ("train", "test"):
-        dataset = get_dataset(key, split=split, root=root, transform=None, download=download,
+        dataset = get_dataset(name, split=split, root=root, transform=None, download=download,
                               image_size=image_size, seed=seed)
-        images, labels = to_tensors(dataset, image_size=image_size)
-        train = split == "train"
-        if mean is None:  # an image folder: its own statistics, measured on the training pixels
-            pixels = images.float().div_(255).transpose(0, 1).flatten(1)
-            mean, std = tuple(pixels.mean(1).tolist()), tuple(pixels.std(1).tolist())
-        loaders.append(TensorLoader(
-            images, labels,
-            batch_size=batch_size if train else (test_batch_size or max(2 * batch_size, 256)),
-            shuffle=train, mean=mean, std=std, augment=augment if train else None,
-            pad=CROP_PADDING.get(key, max(2, images.shape[-1] // 8)), device=device, seed=seed,
-            drop_last=drop_last if train else False, channels_last=channels_last,
-            classes=getattr(dataset, "classes", None)))
-    return loaders[0], loaders[1]
+        loaded.append((dataset, *to_tensors(dataset, image_size=image_size)))
+    (train_set, train_x, train_y), (test_set, test_x, test_y) = loaded
+    if recipe is None:
+        stats = None if is_known_name(name) or preset != "course" else pixel_statistics(train_x)
+        recipe = data_recipe(name, preset, image_folder_stats=stats)
+    pad = recipe.crop_padding or max(1, min(train_x.shape[-2:]) // 8)
+    common = dict(recipe=recipe, pad=pad, device=device, seed=seed, channels_last=channels_last,
+                  rank=rank, world_size=world_size)
+    train = TensorLoader(train_x, train_y, batch_size=batch_size, shuffle=True, augment=augment or None,
+                         drop_last=drop_last, classes=getattr(train_set, "classes", None), **common)
+    test = TensorLoader(test_x, test_y, batch_size=test_batch_size or max(2 * batch_size, 256), shuffle=False,
+                        augment=None, classes=getattr(test_set, "classes", None), **common)
+    return train, test

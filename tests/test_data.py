@@ -11,9 +11,11 @@ import dataclasses
 import gzip
 import hashlib
 import http.server
+import os
 import pickle
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -26,7 +28,7 @@ import torchvision
 from PIL import Image
 
 import cnncourse
-from cnncourse.data import (DATASETS, NORMALIZATION, ChecksumError, DataUnavailableError, DatasetInfo,
+from cnncourse.data import (DATASETS, NORMALIZATION, ChecksumError, DataError, DataUnavailableError, DatasetInfo,
                             article_transform, class_names, dataset_info, default_transform, get_dataset,
                             make_loader, stratified_split, to_tensors)
 from cnncourse.data import download as download_module
@@ -77,27 +79,6 @@ def test_unknown_name_lists_the_known_ones():
         dataset_info("mnsit")
     with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
         get_dataset("mnist", split="validation")
-
-
-def test_article_and_default_transforms():
-    image = Image.fromarray(np.full((32, 32, 3), 255, dtype=np.uint8))
-    out = article_transform("cifar10")(image)
-    assert out.shape == (3, 32, 32) and torch.allclose(out, torch.ones_like(out))  # (1 - 0.5) / 0.5
-    steps = [type(t).__name__ for t in article_transform("galaxy10", train=True).transforms]
-    assert steps[:2] == ["RandomRotation", "RandomHorizontalFlip"] and steps[-1] == "Normalize"
-    assert "RandomRotation" not in [type(t).__name__ for t in article_transform("galaxy10", train=False).transforms]
-    assert article_transform("mnist")(Image.new("L", (28, 28))).shape == (1, 28, 28)
-
-    plain = [type(t).__name__ for t in default_transform("mnist", train=True).transforms]
-    assert plain == ["ToTensor", "Normalize"]  # no augmentation unless asked
-    mnist_aug = [type(t).__name__ for t in default_transform("mnist", train=True, augment=True).transforms]
-    assert "RandomCrop" in mnist_aug and "RandomHorizontalFlip" not in mnist_aug  # no mirrored digits
-    cifar_aug = [type(t).__name__ for t in default_transform("cifar10", train=True, augment=True).transforms]
-    assert cifar_aug[:2] == ["RandomCrop", "RandomHorizontalFlip"]
-    galaxy = default_transform("galaxy10", train=True, augment=True, image_size=64)
-    assert galaxy(Image.new("RGB", (256, 256))).shape == (3, 64, 64)
-    normalize = default_transform("cifar10").transforms[-1]
-    assert tuple(normalize.mean) == NORMALIZATION["cifar10"][0]
 
 
 def test_stratified_split_keeps_rare_classes_and_is_seeded():
@@ -613,6 +594,161 @@ def test_image_folder_single_and_split(shared_datasets, tmp_path, no_network):
     assert images.shape == (len(test), 3, 32, 32) and labels.tolist() == test.targets
     _image_tree(shared_datasets, tmp_path / "split" / "train")
     _image_tree(shared_datasets, tmp_path / "split" / "test", per_class=2)
-    test = get_dataset(tmp_path / "split", "test", image_size=16, transform=default_transform("my-photos"))
+    test = get_dataset(tmp_path / "split", "test", image_size=16,
+                       transform=default_transform(tmp_path / "split", image_size=16))
     assert len(test) == 6 and test[0][0].shape == (3, 16, 16)
     assert to_tensors(test)[0].shape == (6, 3, 16, 16)
+
+
+def _png(path: Path, size=(8, 8), seed: int = 0) -> Path:
+    """A real PNG of random pixels; ``size`` is (width, height)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an image"])
+def test_image_folder_with_a_damaged_image_names_the_file(damage, tmp_path):
+    for split in ("train", "test"):
+        for name in ("cats", "dogs"):
+            for i in range(2):
+                _png(tmp_path / split / name / f"{i}.png", seed=i)
+    bad = tmp_path / "train" / "dogs" / "1.png"
+    if damage == "truncated":
+        bad.write_bytes(bad.read_bytes()[:60])  # an interrupted copy: a real PNG header, then nothing
+    else:
+        bad.write_bytes(b"these are not pixels" * 10)
+    dataset = get_dataset(tmp_path, "train")
+    for read in (lambda: to_tensors(dataset), lambda: dataset[3], lambda: default_transform(tmp_path)):
+        with pytest.raises(DataError) as caught:
+            read()
+        assert str(bad) in str(caught.value) and "Replace it" in str(caught.value)
+    assert to_tensors(get_dataset(tmp_path, "test"))[0].shape == (4, 3, 8, 8)  # the good split still reads
+
+
+def test_image_folder_layout_errors_say_what_to_do(tmp_path):
+    _png(tmp_path / "loose" / "photo.png")
+    with pytest.raises(DataError, match="has no class folders: .*one sub-folder of images per class"):
+        get_dataset(tmp_path / "loose")
+    for i in range(3):
+        _png(tmp_path / "empty" / "cats" / f"{i}.png", seed=i)
+    (tmp_path / "empty" / "dogs").mkdir()
+    with pytest.raises(DataError) as caught:
+        get_dataset(tmp_path / "empty", "test")
+    message = str(caught.value)
+    assert str(tmp_path / "empty" / "dogs") in message and "add images to them or remove them" in message
+    for i in range(3):
+        _png(tmp_path / "single" / "cats" / f"{i}.png", seed=i)
+    _png(tmp_path / "single" / "dogs" / "0.png")
+    with pytest.raises(DataError) as caught:
+        get_dataset(tmp_path / "single")
+    message = str(caught.value)
+    assert str(tmp_path / "single" / "dogs") in message and "single image" in message and "train/<class>" in message
+    for split, classes in (("train", ("cats", "dogs")), ("test", ("cats",))):
+        for name in classes:
+            _png(tmp_path / "mismatch" / split / name / "0.png")
+    assert len(get_dataset(tmp_path / "mismatch", "train")) == 2
+    with pytest.raises(DataError, match="must have the same class folders"):
+        get_dataset(tmp_path / "mismatch", "test")
+    _png(tmp_path / "no-test" / "train" / "cats" / "0.png")
+    with pytest.raises(DataError, match="has train/ but no test/ sub-folder: add"):
+        get_dataset(tmp_path / "no-test", "test")
+
+
+def test_image_folder_of_mixed_sizes_needs_image_size(tmp_path):
+    from cnncourse.fastdata import fast_loaders
+
+    for i, size in enumerate([(8, 8), (8, 8), (12, 9), (8, 8)]):
+        _png(tmp_path / ("cats" if i % 2 else "dogs") / f"{i}.png", size=size, seed=i)
+    for i in range(4, 8):
+        _png(tmp_path / ("cats" if i % 2 else "dogs") / f"{i}.png", size=(12, 9), seed=i)
+    with pytest.raises(DataError) as caught:
+        fast_loaders(tmp_path)
+    message = str(caught.value)
+    assert "different sizes" in message and "image_size=" in message and "--image-size" in message
+    assert "12x9" in message and "8x8" in message
+    train, test = fast_loaders(tmp_path, image_size=6)
+    assert train.images.shape[1:] == (3, 6, 6) and train.num_samples + test.num_samples == 8
+
+
+def test_to_tensors_never_touches_the_callers_transform():
+    class Pictures(torch.utils.data.Dataset):
+        classes = ["a", "b"]
+
+        def __init__(self, labels):
+            self.labels, self.transform = labels, self.refuse
+
+        @staticmethod
+        def refuse(image):
+            raise AssertionError("to_tensors applied the transform")
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, index):
+            image = Image.fromarray(np.full((4, 5), index, dtype=np.uint8))
+            return (image if self.transform is None else self.transform(image)), self.labels[index]
+
+    dataset = Pictures([0, 1, 1])
+    images, labels = to_tensors(dataset)
+    assert images.shape == (3, 1, 4, 5) and images[2].unique().tolist() == [2] and labels.tolist() == [0, 1, 1]
+    assert dataset.transform == Pictures.refuse  # still the caller's
+    subset = torch.utils.data.Subset(dataset, [2, 0])
+    assert to_tensors(subset)[1].tolist() == [1, 0] and dataset.transform == Pictures.refuse
+    with pytest.raises(DataError, match=r"Pictures: 1 label\(s\) are out of range: values \[2\].*labels 0-1"):
+        to_tensors(Pictures([0, 2, 1]))
+
+
+@pytest.mark.parametrize("bad_label", [12, 255])
+def test_galaxy10_labels_out_of_range_are_refused_on_opening(bad_label, tmp_path, monkeypatch, no_network):
+    images = np.random.default_rng(0).integers(0, 256, (30, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(30, dtype=np.uint8) % 10
+    labels[7] = bad_label
+    path = write_galaxy_h5(tmp_path / "galaxy10" / "Galaxy10_DECals.h5", images, labels)
+    _trust(monkeypatch, "galaxy10", path)
+    with pytest.raises(DataError) as caught:
+        get_dataset("galaxy10", "train", root=tmp_path)
+    message = str(caught.value)
+    assert "Galaxy10 DECaLS" in message and str(path) in message
+    assert f"values [{bad_label}] at positions [7]" in message and "labels 0-9" in message
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A real read-only file system (tmpfs remounted read-only): the owner's permissions do not help, even root's."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only file system needs root (CAP_SYS_ADMIN)")
+    folder = tmp_path / "mounted"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mounting is not permitted here: {done.stderr.strip()}")
+
+    def make_read_only() -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+
+    try:
+        yield folder, make_read_only
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_read_only_data_folder_is_not_called_corrupted(read_only_mount, shared_datasets, no_network):
+    folder, make_read_only = read_only_mount
+    raw = folder / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in (shared_datasets / "MNIST" / "raw").glob("*.gz"):
+        shutil.copy(source, raw / source.name)
+    make_read_only()
+    with pytest.raises(OSError):
+        (raw / "probe").write_bytes(b"")  # really read-only, for root too
+    with pytest.raises(DataUnavailableError) as caught:
+        get_dataset("mnist", root=folder)
+    message = str(caught.value)
+    assert "read-only" in message and str(raw) in message
+    assert "root=" in message and "CNNCOURSE_DATA" in message and "--data-root" in message
+    assert "Delete" not in message and "corrupted" not in message
+    originals = (shared_datasets / "MNIST" / "raw").glob("*.gz")
+    assert sorted(p.name for p in raw.iterdir()) == sorted(p.name for p in originals)  # nothing deleted

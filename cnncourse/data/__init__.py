@@ -6,21 +6,28 @@
 
 Data sets: ``mnist``, ``fashion-mnist``, ``cifar10`` (torchvision's classes: real download, MD5
 checks), ``galaxy10`` (DECaLS) and ``galaxy10-sdss`` (astroNN's ``.h5`` files from Zenodo: SHA-256
-checked, read lazily, stratified split), or the path of any image folder. Files go to the data
+checked, read lazily, stratified split), or the path of any image folder. Normalisation and
+augmentation come from one recipe per data set (``data_recipe(name, preset)``, presets "course"
+and "article") that the DataLoader path and the fast path (``cnncourse.fastdata``) both read. Files go to the data
 folder (``root=``, else ``$CNNCOURSE_DATA``, else ``~/.cache/cnncourse``). In quick mode
 (``CNNCOURSE_QUICK=1``) the same calls return small real samples shipped with the package.
 """
 from cnncourse.data.core import folder_info, get_dataset, image_folder, is_known_name
-from cnncourse.data.errors import ChecksumError, DataUnavailableError
+from cnncourse.data.errors import ChecksumError, DataError, DataUnavailableError
+from cnncourse.data.folders import FolderSplit, ImageFolderDataset
 from cnncourse.data.galaxy10 import Galaxy10Dataset
 from cnncourse.data.imageops import stratified_split
 from cnncourse.data.loaders import default_num_workers, make_loader, to_tensors
+from cnncourse.data.recipes import (RECIPE_PRESETS, DataRecipe, PixelStats, data_recipe, folder_statistics,
+                                    pixel_statistics)
 from cnncourse.data.registry import (DATASETS, NORMALIZATION, DatasetInfo, class_names, dataset_info)
 from cnncourse.data.samples import SampleDataset
-from cnncourse.data.transforms import article_transform, default_transform
+from cnncourse.data.transforms import article_transform, default_transform, recipe_transform
 
 __all__ = [
-    "DATASETS", "NORMALIZATION", "ChecksumError", "DataUnavailableError", "DatasetInfo", "Galaxy10Dataset",
-    "SampleDataset", "article_transform", "class_names", "dataset_info", "default_num_workers",
-    "default_transform", "folder_info", "get_dataset", "image_folder", "is_known_name", "make_loader", "stratified_split", "to_tensors",
+    "DATASETS", "NORMALIZATION", "RECIPE_PRESETS", "ChecksumError", "DataError", "DataRecipe",
+    "DataUnavailableError", "DatasetInfo", "FolderSplit", "Galaxy10Dataset", "ImageFolderDataset", "PixelStats",
+    "SampleDataset", "article_transform", "class_names", "data_recipe", "dataset_info", "default_num_workers",
+    "default_transform", "folder_info", "folder_statistics", "get_dataset", "image_folder", "is_known_name",
+    "make_loader", "pixel_statistics", "recipe_transform", "stratified_split", "to_tensors",
 ]

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
-from torch.utils.data import Dataset, Subset
-from torchvision import datasets as tv_datasets
-from torchvision import transforms as T
+from torch.utils.data import Dataset
 
 from cnncourse.config import data_root, quick_mode
+from cnncourse.data.folders import FolderSplit, ImageFolderDataset, image_folder  # noqa: F401 - re-exported
 from cnncourse.data.galaxy10 import GALAXY10_FILES, load_galaxy10
-from cnncourse.data.imageops import ImageSize, size_hw, stratified_split
+from cnncourse.data.imageops import ImageSize, with_resize
 from cnncourse.data.registry import DatasetInfo, canonical_name, dataset_info, unknown_name_message
 from cnncourse.data.samples import SampleDataset
 from cnncourse.data.torchvision_sets import TORCHVISION_CLASSES, load_torchvision
@@ -19,65 +18,15 @@ from cnncourse.data.torchvision_sets import TORCHVISION_CLASSES, load_torchvisio
 SPLITS = ("train", "test")
 
 
-class FolderSplit(Subset):
-    """One split of a single image folder; keeps ``classes`` and ``targets`` like the full set."""
-
-    def __init__(self, dataset: tv_datasets.ImageFolder, indices, image_size: ImageSize = None) -> None:
-        super().__init__(dataset, [int(i) for i in indices])
-        self.classes: List[str] = list(dataset.classes)
-        self.class_to_idx = dict(dataset.class_to_idx)
-        self.targets: List[int] = [dataset.targets[i] for i in self.indices]
-        self.image_size = image_size
-
-    @property
-    def transform(self) -> Optional[Callable]:
-        return self.dataset.transform
-
-
-def _with_resize(transform: Optional[Callable], image_size: ImageSize) -> Optional[Callable]:
-    """Prepend a bilinear ``Resize`` (what ``imageops.resize_pil`` does) to ``transform``."""
-    hw = size_hw(image_size)
-    if hw is None:
-        return transform
-    resize = T.Resize(hw, interpolation=T.InterpolationMode.BILINEAR)
-    return resize if transform is None else T.Compose([resize, transform])
-
-
 def _looks_like_path(name: object) -> bool:
     text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
     return isinstance(name, os.PathLike) or os.sep in text or "/" in text or text.startswith((".", "~"))
 
 
-def image_folder(path: "str | os.PathLike[str]", split: str = "train", transform: Optional[Callable] = None,
-                 image_size: ImageSize = None, seed: int = 0, test_fraction: float = 0.1) -> Dataset:
-    """An image folder in torchvision's ImageFolder layout, as a train or test split.
-
-    With ``train/`` and ``test/`` (or ``val/``) sub-folders, the split's sub-folder is used;
-    with class folders directly under ``path``, a stratified seeded split makes train and test.
-    """
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise ValueError(unknown_name_message(str(path)) + f" (the folder {root} does not exist)")
-    transform = _with_resize(transform, image_size)
-    if (root / "train").is_dir():
-        sub = root / split
-        if split == "test" and not sub.is_dir() and (root / "val").is_dir():
-            sub = root / "val"
-        if not sub.is_dir():
-            raise ValueError(f"the image folder {root} has train/ but no {split}/ sub-folder")
-        dataset = tv_datasets.ImageFolder(str(sub), transform=transform)
-        dataset.image_size = image_size
-        return dataset
-    dataset = tv_datasets.ImageFolder(str(root), transform=transform)
-    dataset.image_size = image_size
-    train, test = stratified_split(dataset.targets, test_fraction=test_fraction, seed=seed)
-    return FolderSplit(dataset, train if split == "train" else test, image_size=image_size)
-
-
 def folder_info(path: "str | os.PathLike[str]") -> DatasetInfo:
     """Facts about an image folder: classes from its sub-folders, channels and size from its first
-    training image. Its normalisation statistics are the articles' 0.5 / 0.5 placeholders: the
-    in-memory fast path measures the real ones from the training pixels."""
+    training image. Its ``mean``/``std`` are 0.5 placeholders: both loaders normalise with
+    ``data_recipe(path)``, which measures the real statistics from the training pixels."""
     train = image_folder(path, "train")
     first, _ = train[0]
     channels = len(first.getbands())
@@ -112,7 +61,9 @@ def get_dataset(name: "str | os.PathLike[str]", split: str = "train", root: "str
     returned data set has ``.classes`` and ``.targets``.
 
     Raises ``ValueError`` for an unknown name or split, :class:`DataUnavailableError` when the
-    files are missing and cannot be downloaded, :class:`ChecksumError` for a corrupted file.
+    files are missing and cannot be downloaded, :class:`ChecksumError` for a corrupted file, and
+    :class:`DataError` (a ``ValueError``) for data that cannot be used as it is (labels out of
+    range, an image folder with empty or single-image classes or unreadable images).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -128,8 +79,9 @@ def get_dataset(name: "str | os.PathLike[str]", split: str = "train", root: "str
     if key in GALAXY10_FILES:
         return load_galaxy10(key, split, folder, transform, download, image_size, seed)
     if key in TORCHVISION_CLASSES:
-        dataset = load_torchvision(key, split, folder, _with_resize(transform, image_size), download)
+        dataset = load_torchvision(key, split, folder, with_resize(transform, image_size), download)
         dataset.classes = list(dataset_info(key).classes)
         dataset.image_size = image_size
+        dataset.title = dataset_info(key).title
         return dataset
     raise ValueError(unknown_name_message(name))  # pragma: no cover - every registry name is handled

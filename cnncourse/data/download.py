@@ -29,6 +29,8 @@ CHUNK_SIZE = 1 << 20
 USER_AGENT = "cnncourse-downloader/0.1 (Python urllib)"
 
 
+# MD5 checks (MNIST, CIFAR-10) use torchvision.datasets.utils; SHA-256 stays here because
+# torchvision's helpers only do MD5 and astroNN publishes SHA-256 sums for the Galaxy10 files.
 def sha256_file(path: "str | os.PathLike[str]", progress: bool = False) -> str:
     """SHA-256 of a file, read in 1 MiB chunks (with a progress bar when asked)."""
     digest = hashlib.sha256()
@@ -38,14 +40,6 @@ def sha256_file(path: "str | os.PathLike[str]", progress: bool = False) -> str:
         while chunk := f.read(CHUNK_SIZE):
             digest.update(chunk)
             bar.update(len(chunk))
-    return digest.hexdigest()
-
-
-def md5_file(path: "str | os.PathLike[str]") -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""The two errors the data layer raises on purpose, so callers can tell them apart from bugs."""
+"""The errors the data layer raises on purpose, so callers can tell them apart from bugs."""
 from __future__ import annotations
 
 
@@ -8,3 +8,9 @@ class DataUnavailableError(RuntimeError):
 
 class ChecksumError(RuntimeError):
     """A data file is on disk but corrupted or truncated: its size, checksum or structure is wrong."""
+
+
+class DataError(ValueError):
+    """The data can be read but not used as it is: an unreadable image, labels out of range, an
+    image folder with empty or single-image classes, images of mixed sizes. The message names the
+    file or folder and says what to do."""

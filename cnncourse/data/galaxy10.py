@@ -22,6 +22,7 @@ from cnncourse.data.download import (check_reachable, describe_url_error, downlo
                                      sha256_file, write_verified_marker)
 from cnncourse.data.errors import ChecksumError, DataUnavailableError
 from cnncourse.data.imageops import ImageSize, resize_array, resize_pil, size_hw, stratified_split, to_pil
+from cnncourse.data.loaders import check_labels
 from cnncourse.data.registry import dataset_info
 
 
@@ -158,7 +159,8 @@ class Galaxy10Dataset(Dataset):
 
     def __init__(self, path: "str | os.PathLike[str]", split: str = "train", transform: Optional[Callable] = None,
                  target_transform: Optional[Callable] = None, image_size: ImageSize = None, seed: int = 0,
-                 test_fraction: float = 0.1, classes: Optional[Sequence[str]] = None) -> None:
+                 test_fraction: float = 0.1, classes: Optional[Sequence[str]] = None,
+                 title: Optional[str] = None) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         self.path = Path(path)
@@ -167,14 +169,15 @@ class Galaxy10Dataset(Dataset):
         self.target_transform = target_transform
         self.image_size = image_size
         self.seed = seed
+        self.classes = list(classes) if classes is not None else [str(i) for i in range(10)]
+        self.title = title or f"Galaxy10 file {self.path.name}"
         with h5py.File(self.path, "r") as f:
             labels = np.asarray(f["ans"][:], dtype=np.int64)
             self.native_shape = tuple(int(v) for v in f["images"].shape[1:])
+        check_labels(torch.from_numpy(labels), len(self.classes), f"{self.title} ({self.path}, 'ans' rows)")
         train, test = stratified_split(labels, test_fraction=test_fraction, seed=seed)
         self.indices = train if split == "train" else test
         self.targets = labels[self.indices].tolist()
-        n_classes = int(labels.max()) + 1 if len(labels) else 0
-        self.classes = list(classes) if classes is not None else [str(i) for i in range(n_classes)]
         self.note = ""
         self._file: Optional[h5py.File] = None
         self._pid: Optional[int] = None
@@ -197,8 +200,9 @@ class Galaxy10Dataset(Dataset):
             target = self.target_transform(target)
         return image, target
 
-    def read_arrays(self, image_size: ImageSize = None, block: int = 256) -> "tuple[torch.Tensor, torch.Tensor]":
-        """All images of the split as uint8 (N, 3, H, W) and labels, read in blocks of file rows."""
+    def to_tensors(self, image_size: ImageSize = None, block: int = 256) -> "tuple[torch.Tensor, torch.Tensor]":
+        """All images of the split as uint8 (N, 3, H, W) and int64 labels, read in blocks of file rows
+        (resized to ``image_size``, default the dataset's; the transform is not applied)."""
         size = image_size if image_size is not None else self.image_size
         images = self._images()
         out = []
@@ -238,4 +242,4 @@ def load_galaxy10(name: str, split: str, root: Path, transform: Optional[Callabl
     """The Galaxy10 split of ``get_dataset`` in full mode (download, verify, open lazily)."""
     path = ensure_galaxy10_file(name, root, download)
     return Galaxy10Dataset(path, split=split, transform=transform, image_size=image_size, seed=seed,
-                           classes=dataset_info(name).classes)
+                           classes=dataset_info(name).classes, title=dataset_info(name).title)

@@ -1,10 +1,12 @@
 """Resizing and splitting helpers shared by every data set (one resize rule everywhere)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from PIL import Image
+from torchvision import transforms as T
 
 ImageSize = Union[int, Tuple[int, int], None]
 
@@ -35,6 +37,15 @@ def resize_pil(image: Image.Image, image_size: ImageSize) -> Image.Image:
     return image.resize((hw[1], hw[0]), Image.BILINEAR)
 
 
+def with_resize(transform: Optional[Callable], image_size: ImageSize) -> Optional[Callable]:
+    """Prepend a bilinear ``Resize`` (what :func:`resize_pil` does) to ``transform``."""
+    hw = size_hw(image_size)
+    if hw is None:
+        return transform
+    resize = T.Resize(hw, interpolation=T.InterpolationMode.BILINEAR)
+    return resize if transform is None else T.Compose([resize, transform])
+
+
 def to_pil(array: np.ndarray) -> Image.Image:
     """A uint8 array (H, W) or (H, W, 3) as a PIL image ('L' or 'RGB')."""
     return Image.fromarray(np.ascontiguousarray(array))
@@ -46,6 +57,19 @@ def resize_array(array: np.ndarray, image_size: ImageSize) -> np.ndarray:
     if hw is None or tuple(array.shape[:2]) == hw:
         return array
     return np.asarray(resize_pil(to_pil(array), hw))
+
+
+def resize_stack(images, image_size: ImageSize) -> np.ndarray:
+    """A stack of uint8 images (N, H, W[, C]), each resized like :func:`resize_array`."""
+    if image_size is None:
+        return np.asarray(images)
+    return np.stack([resize_array(np.asarray(image), image_size) for image in images])
+
+
+def as_nchw(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W) or (N, H, W, C) uint8 -> a fresh (N, C, H, W) tensor that shares no memory with the data set."""
+    images = images[:, None, :, :] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.array(images, order="C", copy=True))
 
 
 def stratified_split(labels: Sequence[int], test_fraction: float = 0.1,

@@ -1,6 +1,7 @@
 """DataLoaders with defaults that work everywhere, and the raw-pixel fast path ``to_tensors``."""
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import sys
@@ -9,11 +10,11 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.datasets.vision import StandardTransform
 
 from cnncourse.config import quick_mode
-from cnncourse.data.galaxy10 import Galaxy10Dataset
-from cnncourse.data.imageops import ImageSize, resize_array, resize_pil
-from cnncourse.data.samples import SampleDataset
+from cnncourse.data.errors import DataError
+from cnncourse.data.imageops import ImageSize, as_nchw, resize_array
 from cnncourse.utils import seed_worker
 
 
@@ -53,77 +54,95 @@ def make_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = False,
                       generator=generator)
 
 
-def _as_nchw(images: np.ndarray) -> torch.Tensor:
-    """(N, H, W) or (N, H, W, C) -> a fresh (N, C, H, W) tensor that shares no memory with the data set."""
-    images = images[:, None, :, :] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.array(images, order="C", copy=True))
+def _num_classes(dataset: Dataset) -> Optional[int]:
+    while True:
+        classes = getattr(dataset, "classes", None)
+        if classes is not None:
+            return len(classes)
+        if not isinstance(dataset, Subset):
+            return None
+        dataset = dataset.dataset
 
 
-def _resized_stack(images, image_size: ImageSize) -> np.ndarray:
-    if image_size is None:
-        return np.asarray(images)
-    return np.stack([resize_array(np.asarray(image), image_size) for image in images])
+def describe(dataset: Dataset) -> str:
+    """A short name for a data set in messages: its ``title`` when it has one, else its type and root."""
+    title = getattr(dataset, "title", None)
+    if title:
+        return str(title)
+    root = getattr(dataset, "root", None)
+    return type(dataset).__name__ + (f" at {root}" if root is not None else "")
 
 
-def _raw(dataset: Dataset, image_size: ImageSize) -> Tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(dataset, Subset):
-        base = dataset.dataset
-        if getattr(base, "samples", None) is not None and getattr(base, "loader", None) is not None:
-            size = image_size if image_size is not None else getattr(dataset, "image_size", None)
-            size = size if size is not None else getattr(base, "image_size", None)
-            chosen = [base.samples[i] for i in dataset.indices]
-            images = [np.asarray(resize_pil(base.loader(path), size)) for path, _ in chosen]
-            return _as_nchw(np.stack(images)), torch.as_tensor([t for _, t in chosen], dtype=torch.int64)
-        images, labels = _raw(base, image_size)
-        index = torch.as_tensor(list(dataset.indices), dtype=torch.int64)
-        return images[index], labels[index]
-    size = image_size if image_size is not None else getattr(dataset, "image_size", None)
-    if isinstance(dataset, Galaxy10Dataset):
-        return dataset.read_arrays(size)
-    data = getattr(dataset, "data", None)
-    targets = getattr(dataset, "targets", None)
-    if data is not None and targets is not None and len(data) == len(targets) and (
-            isinstance(dataset, SampleDataset) or type(dataset).__module__.startswith("torchvision.datasets")):
-        array = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
-        if array.dtype == np.uint8 and array.ndim in (3, 4):  # MNIST (N,H,W), CIFAR (N,H,W,3)
-            labels = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
-            return _as_nchw(_resized_stack(array, size)), labels
-    samples, loader = getattr(dataset, "samples", None), getattr(dataset, "loader", None)
-    if samples is not None and loader is not None:  # ImageFolder: decode the files, skip the transform
-        images = [np.asarray(resize_pil(loader(path), size)) for path, _ in samples]
-        labels = torch.as_tensor([label for _, label in samples], dtype=torch.int64)
-        return _as_nchw(np.stack(images)), labels
-    return _iterate_without_transform(dataset, size)
+def check_labels(labels: torch.Tensor, num_classes: Optional[int], what: str) -> None:
+    """Raise :class:`DataError` naming ``what`` when a label is outside ``[0, num_classes)``."""
+    bad = labels < 0 if num_classes is None else (labels < 0) | (labels >= num_classes)
+    if bool(bad.any()):
+        values = sorted(set(labels[bad].tolist()))
+        where = torch.nonzero(bad).flatten()[:5].tolist()
+        expected = "labels >= 0" if num_classes is None else f"labels 0-{num_classes - 1} ({num_classes} classes)"
+        raise DataError(
+            f"{what}: {int(bad.sum())} label(s) are out of range: values {values[:10]} at positions "
+            f"{where}{' ...' if int(bad.sum()) > 5 else ''}; expected {expected}. The files are damaged "
+            "or belong to another data set: replace them with the data set's original files.")
 
 
-def _iterate_without_transform(dataset: Dataset, size: ImageSize) -> Tuple[torch.Tensor, torch.Tensor]:
-    saved = getattr(dataset, "transform", None)
-    if saved is not None:
-        dataset.transform = None
+def _without_transform(dataset: Dataset) -> Dataset:
+    """A shallow copy of ``dataset`` whose items skip the image transform (the caller's is untouched)."""
+    if getattr(dataset, "transform", None) is None and getattr(dataset, "transforms", None) is None:
+        return dataset
+    clone = copy.copy(dataset)
     try:
-        images, labels = [], []
-        for index in range(len(dataset)):
-            image, label = dataset[index]
-            if isinstance(image, torch.Tensor):
-                if image.dtype != torch.uint8:
-                    raise TypeError("to_tensors needs raw uint8 pixels or PIL images; this data set gives "
-                                    f"{image.dtype} tensors even without its transform.")
-                image = image.numpy().transpose(1, 2, 0) if image.ndim == 3 else image.numpy()
-                image = image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image
-            images.append(resize_array(np.asarray(image), size))
-            labels.append(int(label))
-    finally:
-        if saved is not None:
-            dataset.transform = saved
-    return _as_nchw(np.stack(images)), torch.as_tensor(labels, dtype=torch.int64)
+        clone.transform = None
+    except AttributeError as error:
+        raise TypeError(f"to_tensors cannot read {describe(dataset)} without its transform ({error}); give it "
+                        "a to_tensors(image_size=None) method returning uint8 [N, C, H, W] images and "
+                        "int64 [N] labels") from error
+    if isinstance(getattr(clone, "transforms", None), StandardTransform):
+        clone.transforms = StandardTransform(None, getattr(clone, "target_transform", None))
+    return clone
+
+
+def _iterate_raw(dataset: Dataset, size: ImageSize) -> Tuple[torch.Tensor, torch.Tensor]:
+    raw = _without_transform(dataset)
+    images, labels = [], []
+    for index in range(len(raw)):
+        image, label = raw[index]
+        if isinstance(image, torch.Tensor):
+            if image.dtype != torch.uint8:
+                raise TypeError(f"to_tensors needs raw uint8 pixels or PIL images; {describe(dataset)} gives "
+                                f"{image.dtype} tensors even without its transform.")
+            image = image.numpy().transpose(1, 2, 0) if image.ndim == 3 else image.numpy()
+            image = image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image
+        images.append(resize_array(np.asarray(image), size))
+        labels.append(int(label))
+    shapes = sorted({image.shape for image in images})
+    if len(shapes) > 1:
+        raise DataError(f"{describe(dataset)}: the images have different sizes ({', '.join(map(str, shapes[:4]))}); "
+                        "pass image_size=... (on the command line --image-size) to resize them all to one size.")
+    if not images:
+        raise DataError(f"{describe(dataset)} has no images.")
+    return as_nchw(np.stack(images)), torch.as_tensor(labels, dtype=torch.int64)
 
 
 def to_tensors(dataset: Dataset, image_size: ImageSize = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """All images of ``dataset`` as uint8 (N, C, H, W) and labels as int64 (N,), without its transform.
 
-    The in-memory fast path for training: reads torchvision's ``.data`` arrays, the packaged
-    samples' arrays and Galaxy10's file in blocks directly (no per-image PIL round trip unless a
-    resize is asked for); image folders and other data sets are decoded one by one. ``image_size``
-    (default: the size the dataset was created with) resizes exactly as the per-item path does.
+    The in-memory fast path for training. The course's data sets do it themselves with their
+    ``to_tensors`` method (torchvision's ``.data`` arrays, the packaged samples' arrays and
+    Galaxy10's file are read in blocks; image folders are decoded file by file). Any other data set
+    is read item by item through a shallow copy with its transform removed (``dataset`` itself is
+    never changed). ``image_size`` (default: the size the dataset was created with) resizes exactly
+    as the per-item path does. Labels outside ``[0, len(dataset.classes))`` raise :class:`DataError`.
     """
-    return _raw(dataset, image_size)
+    method = getattr(dataset, "to_tensors", None)
+    if callable(method):
+        images, labels = method(image_size=image_size)
+    elif isinstance(dataset, Subset):
+        images, labels = to_tensors(dataset.dataset, image_size)
+        index = torch.as_tensor(list(dataset.indices), dtype=torch.int64)
+        images, labels = images[index], labels[index]
+    else:
+        size = image_size if image_size is not None else getattr(dataset, "image_size", None)
+        images, labels = _iterate_raw(dataset, size)
+    check_labels(labels, _num_classes(dataset), describe(dataset))
+    return images, labels

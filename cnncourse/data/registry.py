@@ -42,9 +42,6 @@ NORMALIZATION: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {
     "galaxy10-sdss": ((0.1689, 0.1632, 0.1596), (0.1286, 0.1203, 0.1121)),
 }
 
-# Per-channel statistics of ImageNet, the usual default for photos in a user's own image folder.
-IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
 GALAXY10_DECALS_CLASSES = (
     "Disturbed", "Merging", "Round Smooth", "In-between Round Smooth", "Cigar Shaped Smooth",
     "Barred Spiral", "Unbarred Tight Spiral", "Unbarred Loose Spiral", "Edge-on without Bulge",

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Callable, Optional, Tuple
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cnncourse.data.imageops import ImageSize, resize_array, resize_pil, size_hw, to_pil
+from cnncourse.data.imageops import ImageSize, as_nchw, resize_array, resize_pil, resize_stack, size_hw, to_pil
 from cnncourse.data.registry import dataset_info
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
@@ -95,6 +96,7 @@ class SampleDataset(Dataset):
         self.sources = list(sources)
         self.provenance = json.loads(meta)
         self.classes = list(dataset_info(name).classes)
+        self.title = f"{dataset_info(name).title} quick-mode sample ({split})"
         self.note = self.provenance.get("note", "")
         self.image_size = image_size
         self.transform = transform
@@ -110,6 +112,12 @@ class SampleDataset(Dataset):
         if self.target_transform is not None:
             target = self.target_transform(target)
         return image, target
+
+    def to_tensors(self, image_size: ImageSize = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Every image as uint8 (N, C, H, W) (resized to ``image_size``, default the dataset's) and
+        the labels as int64 (N,); the transform is not applied."""
+        size = image_size if image_size is not None else self.image_size
+        return as_nchw(resize_stack(self.data, size)), torch.as_tensor(self.targets, dtype=torch.int64)
 
     def __repr__(self) -> str:
         return (f"SampleDataset({self.name!r}, split={self.split!r}, {len(self)} images of "

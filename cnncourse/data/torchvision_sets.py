@@ -8,24 +8,54 @@ reads them: no network access at all.
 """
 from __future__ import annotations
 
+import errno
 import pickle
 import urllib.error
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Type
 
+import numpy as np
+import torch
 from torchvision import datasets as tv_datasets
+from torchvision.datasets.utils import calculate_md5, check_integrity
 
-from cnncourse.data.download import (describe_url_error, first_unreachable_reason, md5_file,
-                                     network_timeout)
+from cnncourse.data.download import describe_url_error, first_unreachable_reason, network_timeout
 from cnncourse.data.errors import ChecksumError, DataUnavailableError
 from cnncourse.data.galaxy10 import unavailable_message
+from cnncourse.data.imageops import ImageSize, as_nchw, resize_stack
 from cnncourse.data.registry import dataset_info
 
-TORCHVISION_CLASSES: Dict[str, Type] = {
-    "mnist": tv_datasets.MNIST,
-    "fashion-mnist": tv_datasets.FashionMNIST,
-    "cifar10": tv_datasets.CIFAR10,
-}
+
+class _RawPixels:
+    """Adds ``to_tensors`` to torchvision's classes: their uint8 ``.data`` and ``.targets`` as
+    tensors (resized to ``image_size``, default the dataset's), never through the transform."""
+
+    image_size: ImageSize = None
+
+    def to_tensors(self, image_size: ImageSize = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        size = image_size if image_size is not None else self.image_size
+        data = self.data.numpy() if isinstance(self.data, torch.Tensor) else np.asarray(self.data)
+        labels = torch.as_tensor(np.asarray(self.targets), dtype=torch.int64)
+        return as_nchw(resize_stack(data, size)), labels
+
+
+# The class names must stay torchvision's: MNIST and FashionMNIST find their files under root/<class name>/raw.
+class MNIST(_RawPixels, tv_datasets.MNIST):
+    """torchvision's MNIST with ``to_tensors``."""
+
+
+class FashionMNIST(_RawPixels, tv_datasets.FashionMNIST):
+    """torchvision's FashionMNIST with ``to_tensors``."""
+
+
+class CIFAR10(_RawPixels, tv_datasets.CIFAR10):
+    """torchvision's CIFAR10 with ``to_tensors``."""
+
+
+TORCHVISION_CLASSES: Dict[str, Type] = {"mnist": MNIST, "fashion-mnist": FashionMNIST, "cifar10": CIFAR10}
+
+# A folder we may read but not write: permission denied, or a read-only file system (errno 30).
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 # Sizes of the decompressed idx files (header + pixels), identical for MNIST and Fashion-MNIST.
 IDX_SIZES = {
@@ -39,7 +69,7 @@ _LOAD_ERRORS = (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingEr
 
 
 def _md5_ok(path: Path, md5: Optional[str]) -> bool:
-    return path.is_file() and (md5 is None or md5_file(path) == md5)
+    return path.is_file() and check_integrity(str(path), md5)
 
 
 def inspect_files(name: str, root: Path) -> Tuple[List[str], List[str]]:
@@ -51,7 +81,7 @@ def inspect_files(name: str, root: Path) -> Tuple[List[str], List[str]]:
         archive = root / cls.filename
         archive_ok = _md5_ok(archive, cls.tgz_md5)
         if archive.exists() and not archive_ok:
-            bad.append(f"{archive} (MD5 {md5_file(archive)}, expected {cls.tgz_md5})")
+            bad.append(f"{archive} (MD5 {calculate_md5(archive)}, expected {cls.tgz_md5})")
         if archive_ok:
             return bad, missing
         folder = root / cls.base_folder
@@ -61,7 +91,7 @@ def inspect_files(name: str, root: Path) -> Tuple[List[str], List[str]]:
             path = folder / filename
             if path.exists():
                 present += 1
-                digest = md5_file(path)
+                digest = calculate_md5(path)
                 if digest != md5:
                     bad.append(f"{path} (MD5 {digest}, expected {md5})")
         if present < len(entries) and not archive.exists():
@@ -75,7 +105,7 @@ def inspect_files(name: str, root: Path) -> Tuple[List[str], List[str]]:
             if size != expected:
                 bad.append(f"{extracted} ({size:,} bytes, expected {expected:,})")
         elif archive.exists():
-            digest = md5_file(archive)
+            digest = calculate_md5(archive)
             if digest != md5:
                 bad.append(f"{archive} (MD5 {digest}, expected {md5})")
         else:
@@ -186,11 +216,25 @@ def load_torchvision(name: str, split: str, root: Path, transform: Optional[Call
     folder, _ = expected_location(name, root)
     try:  # files present: torchvision only extracts and reads, no network
         return cls(str(root), train=train, transform=transform, download=True)
-    except PermissionError as error:
+    except OSError as error:
+        if error.errno not in _NOT_WRITABLE:
+            raise _unreadable(name, folder, error) from error
+        where = folder.relative_to(root).as_posix()
         raise DataUnavailableError(
-            f"{dataset_info(name).title}: the archives in {folder} must be extracted next to them, but that "
-            f"folder is not writable ({error}). Copy them to a writable data folder (root=... or "
-            "CNNCOURSE_DATA).") from error
+            f"{dataset_info(name).title}: the files in {folder} passed their checks, but torchvision must "
+            f"extract the archives next to them and that folder is read-only ({error}). Copy the files into "
+            f"{'' if where == '.' else where + '/ in '}a writable data folder and point the data root there: "
+            "get_dataset(..., root=...), --data-root on the command line, or the CNNCOURSE_DATA environment "
+            "variable.") from error
     except _LOAD_ERRORS as error:
-        raise ChecksumError(f"{dataset_info(name).title}: the files in {folder} cannot be read ({error}). "
-                            f"Delete them and call get_dataset({name!r}) again to download them afresh.") from error
+        raise _unreadable(name, folder, error) from error
+
+
+def _unreadable(name: str, folder: Path, error: BaseException) -> ChecksumError:
+    """The files passed their size and checksum tests yet cannot be read: say so, and suggest moving
+    them aside (never deleting files that were not shown to be wrong)."""
+    return ChecksumError(
+        f"{dataset_info(name).title}: the files in {folder} passed their size and checksum tests but cannot "
+        f"be read ({error}). Move that folder aside (keep it until the cause is known) and call "
+        f"get_dataset({name!r}) again to download fresh copies, or pass root=... (CNNCOURSE_DATA) for "
+        "another data folder.")

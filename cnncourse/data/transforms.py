@@ -1,74 +1,81 @@
-"""Transform presets: the source articles' own, and the course's per-data-set defaults."""
+"""torchvision transforms built from a :class:`~cnncourse.data.recipes.DataRecipe` (the DataLoader path).
+
+The in-memory fast path (``cnncourse.fastdata``) reads the same recipe, so both give the same
+normalised tensor for the same image and the same kinds of augmentation.
+"""
 from __future__ import annotations
 
 from typing import List, Optional
 
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from cnncourse.data.imageops import ImageSize, size_hw
-from cnncourse.data.registry import IMAGENET_NORMALIZATION, NORMALIZATION, canonical_name
+from cnncourse.data.recipes import DataRecipe, data_recipe
 
-GALAXIES = ("galaxy10", "galaxy10-sdss")
-# Galaxies have no "up": any rotation of a galaxy image is another valid galaxy image.
-GALAXY_ROTATION_DEGREES = 180
+_INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "nearest": T.InterpolationMode.NEAREST}
 
 
-def _name_or_none(name: str) -> Optional[str]:
-    """The registry name, or None for an image folder (a path)."""
-    try:
-        return canonical_name(name)
-    except ValueError:
-        return None
+def recipe_transform(recipe: DataRecipe, train: bool = False, augment: bool = False,
+                     image_size: ImageSize = None) -> T.Compose:
+    """[Resize] + [the recipe's augmentation when ``train and augment``] + ToTensor + Normalize.
+
+    Augmentation order as on the fast path: crop of the zero-padded image, rotation (bilinear
+    unless the recipe says otherwise, black corners), horizontal flip, vertical flip.
+    """
+    hw = size_hw(image_size)
+    steps: List = [T.Resize(hw)] if hw is not None else []
+    if train and augment:
+        if recipe.crop_padding:
+            steps.append(SameSizeRandomCrop(recipe.crop_padding))
+        if recipe.rotation:
+            steps.append(T.RandomRotation(recipe.rotation, interpolation=_INTERPOLATION[recipe.interpolation]))
+        if recipe.hflip:
+            steps.append(T.RandomHorizontalFlip())
+        if recipe.vflip:
+            steps.append(T.RandomVerticalFlip())
+    steps += [T.ToTensor(), T.Normalize(recipe.mean, recipe.std)]
+    return T.Compose(steps)
+
+
+class SameSizeRandomCrop(T.RandomCrop):
+    """``RandomCrop(padding=p)`` back to the image's own size, whatever that size is: the image,
+    zero-padded by ``padding`` pixels on each side, cropped at a uniform random offset."""
+
+    def __init__(self, padding: int) -> None:
+        super().__init__(1, padding=padding)
+
+    def forward(self, img):
+        _, height, width = TF.get_dimensions(img)
+        img = TF.pad(img, self.padding, fill=0)
+        top, left, _, _ = self.get_params(img, (height, width))
+        return TF.crop(img, top, left, height, width)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(padding={self.padding})"
+
+
+def default_transform(name: str, train: bool = False, augment: bool = False, image_size: ImageSize = None,
+                      preset: str = "course", seed: int = 0, recipe: Optional[DataRecipe] = None) -> T.Compose:
+    """The transform of ``data_recipe(name, preset)`` for the DataLoader path.
+
+    ``preset="course"`` (the default) normalises with the data set's statistics (an image folder's
+    measured from its training split at ``image_size``; ``seed`` as in ``get_dataset``) and, when
+    ``train and augment``, applies the course's augmentation; ``preset="article"`` is the articles'
+    ``Normalize(0.5, 0.5)`` and augmentation. ``recipe`` overrides both.
+    """
+    if recipe is None:
+        recipe = data_recipe(name, preset, image_size=image_size, seed=seed)
+    return recipe_transform(recipe, train=train, augment=augment, image_size=image_size)
 
 
 def article_transform(name: str, train: bool = True, image_size: ImageSize = None) -> T.Compose:
-    """The preprocessing the source articles used.
+    """The preprocessing the source articles used: the "article" preset, augmented for training.
 
-    CIFAR-10 (LeNet article): ``ToTensor`` + ``Normalize((0.5,)*3, (0.5,)*3)``, train and test alike.
-    MNIST and Fashion-MNIST: ``ToTensor`` + ``Normalize((0.5,), (0.5,))``.
-    Galaxy10 (ResNet article, augmented run): random rotation + horizontal flip for training, then
-    ``ToTensor`` + ``Normalize(0.5, 0.5)``; no augmentation for testing. ``image_size`` adds a
-    ``Resize`` first (the galaxy articles fed 224x224 images to VGG16 and ResNet-50).
+    CIFAR-10 (LeNet article), MNIST and Fashion-MNIST: ``ToTensor`` + ``Normalize(0.5, 0.5)``,
+    train and test alike. Galaxy10 (ResNet article, augmented run): random rotation + horizontal
+    flip for training, then ``ToTensor`` + ``Normalize(0.5, 0.5)``; no augmentation for testing.
+    ``image_size`` adds a ``Resize`` first (the galaxy articles fed 224x224 images to VGG16 and
+    ResNet-50).
     """
-    key = canonical_name(name)
-    channels = 1 if key in ("mnist", "fashion-mnist") else 3
-    steps: List = []
-    if image_size is not None:
-        steps.append(T.Resize(size_hw(image_size)))
-    if key in GALAXIES and train:
-        steps += [T.RandomRotation(GALAXY_ROTATION_DEGREES), T.RandomHorizontalFlip()]
-    steps += [T.ToTensor(), T.Normalize((0.5,) * channels, (0.5,) * channels)]
-    return T.Compose(steps)
-
-
-def default_transform(name: str, train: bool = False, augment: bool = False,
-                      image_size: ImageSize = None) -> T.Compose:
-    """The course's preset: [Resize] + [augmentation when ``train and augment``] + ToTensor + Normalize.
-
-    Normalisation uses the data set's own statistics (``NORMALIZATION``; ImageNet's for an image
-    folder). Augmentation: CIFAR-10 random crop with 4-pixel padding + horizontal flip;
-    MNIST random crop with 2-pixel padding (no flip: a mirrored digit is not a digit);
-    Fashion-MNIST the same plus horizontal flip; galaxies random rotation + horizontal and vertical
-    flips; image folders random resized crop + horizontal flip.
-    """
-    key = _name_or_none(name)
-    mean, std = NORMALIZATION[key] if key is not None else IMAGENET_NORMALIZATION
-    hw = size_hw(image_size)
-    steps: List = []
-    if hw is not None:
-        steps.append(T.Resize(hw))
-    if train and augment:
-        if key == "cifar10":
-            steps += [T.RandomCrop(hw or 32, padding=4), T.RandomHorizontalFlip()]
-        elif key == "mnist":
-            steps += [T.RandomCrop(hw or 28, padding=2)]
-        elif key == "fashion-mnist":
-            steps += [T.RandomCrop(hw or 28, padding=2), T.RandomHorizontalFlip()]
-        elif key in GALAXIES:
-            steps += [T.RandomRotation(GALAXY_ROTATION_DEGREES), T.RandomHorizontalFlip(), T.RandomVerticalFlip()]
-        elif hw is not None:
-            steps = [T.RandomResizedCrop(hw, scale=(0.5, 1.0)), T.RandomHorizontalFlip()]
-        else:
-            steps += [T.RandomHorizontalFlip()]
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
-    return T.Compose(steps)
+    return default_transform(name, train=train, augment=train, image_size=image_size, preset="article")
