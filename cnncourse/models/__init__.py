@@ -2,76 +2,87 @@
 
 ``get_model("resnet18", num_classes=10, in_channels=1, small_input=True)`` is what the notebooks
 and the command line use; the classes and builders are importable directly too. Each model file
-(``lenet.py``, ``resnet.py``, ``vgg.py``, ``article.py``) needs torch alone.
+(``lenet.py``, ``resnet.py``, ``vgg.py``, ``article.py``) needs torch alone and lists its public
+builders in ``BUILDERS``; :data:`MODELS` is filled from those lists, so a new builder is registered
+by adding it there. Every model has ``in_channels``, ``min_input_size`` and ``num_features`` (the
+width entering its final classifier layer).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Union
+import inspect
+from typing import Callable, Dict, Set, Union
 
 import torch
 from torch import nn
 
+from cnncourse.models.article import BUILDERS as _ARTICLE_BUILDERS
 from cnncourse.models.article import (ArticleBottleneck, GalaxyArticleResNet50, KerasArticleResNet50,
                                       resnet50_galaxy_article, resnet50_keras_article)
+from cnncourse.models.lenet import BUILDERS as _LENET_BUILDERS
 from cnncourse.models.lenet import LeNet, lenet
+from cnncourse.models.resnet import BUILDERS as _RESNET_BUILDERS
 from cnncourse.models.resnet import (BasicBlock, Bottleneck, ResNet, cifar_resnet, make_stage, resnet18,
                                      resnet20, resnet32, resnet34, resnet44, resnet50, resnet56, resnet101,
                                      resnet110, resnet152)
+from cnncourse.models.vgg import BUILDERS as _VGG_BUILDERS
 from cnncourse.models.vgg import (VGG, make_layers, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
                                   vgg19_bn)
 
+#: Model name -> builder ``(num_classes, in_channels, **options) -> nn.Module``, in the order listed.
 MODELS: Dict[str, Callable[..., nn.Module]] = {
-    "lenet": lenet,
-    "resnet18": resnet18,
-    "resnet34": resnet34,
-    "resnet50": resnet50,
-    "resnet101": resnet101,
-    "resnet152": resnet152,
-    "resnet20": resnet20,
-    "resnet32": resnet32,
-    "resnet44": resnet44,
-    "resnet56": resnet56,
-    "resnet110": resnet110,
-    "vgg11": vgg11,
-    "vgg13": vgg13,
-    "vgg16": vgg16,
-    "vgg19": vgg19,
-    "vgg11_bn": vgg11_bn,
-    "vgg13_bn": vgg13_bn,
-    "vgg16_bn": vgg16_bn,
-    "vgg19_bn": vgg19_bn,
-    "resnet50_keras_article": resnet50_keras_article,
-    "resnet50_galaxy_article": resnet50_galaxy_article,
+    builder.__name__: builder
+    for builder in (*_LENET_BUILDERS, *_RESNET_BUILDERS, *_VGG_BUILDERS, *_ARTICLE_BUILDERS)
 }
 
 
-def _canonical(name: str) -> str:
-    """"ResNet-50", "resnet_50" and "resnet50" all name the same model."""
-    return name.strip().lower().replace("-", "").replace("_", "")
+def _squash(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-_CANONICAL_NAMES = {_canonical(name): name for name in MODELS}
+_BY_SQUASHED = {_squash(name): name for name in MODELS}
+assert len(_BY_SQUASHED) == len(MODELS), "two registered model names differ only in case, '-' or '_'"
+
+
+def canonical_model_name(name: str) -> str:
+    """The registered name that ``name`` means: case, spaces, "-" and "_" do not matter, so
+    "ResNet-50", "resnet_50" and "RESNET50" all give "resnet50". Unknown names raise a ValueError
+    that lists the known ones."""
+    key = _BY_SQUASHED.get(_squash(str(name)))
+    if key is None:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    return key
+
+
+def builder_options(name: str) -> Set[str]:
+    """The keyword arguments that model's builder accepts besides ``num_classes`` and ``in_channels``,
+    e.g. ``{"small_input", "zero_init_residual"}`` for "resnet18", ``{"image_size"}`` for "lenet"."""
+    parameters = inspect.signature(MODELS[canonical_model_name(name)]).parameters
+    return set(parameters) - {"num_classes", "in_channels"}
 
 
 def get_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs) -> nn.Module:
-    """Build the model called ``name`` (case and "-"/"_" do not matter) with its default initialisation.
+    """Build the model called ``name`` (see :func:`canonical_model_name`) with its default initialisation.
 
-    Extra keyword arguments go to the builder, e.g. ``small_input=True`` or
-    ``zero_init_residual=True`` for the ResNets, ``image_size=28`` for LeNet, ``dropout`` for VGG.
+    Extra keyword arguments go to the builder (:func:`builder_options` lists them), e.g.
+    ``small_input=True`` or ``zero_init_residual=True`` for the ResNets, ``image_size=28`` for LeNet,
+    ``dropout`` for VGG.
     """
-    key = _CANONICAL_NAMES.get(_canonical(name))
-    if key is None:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    key = canonical_model_name(name)
+    unknown = set(kwargs) - builder_options(key)
+    if unknown:
+        options = ", ".join(sorted(builder_options(key))) or "none"
+        raise TypeError(f"{key} does not take {', '.join(sorted(unknown))}; its options: {options}")
     return MODELS[key](num_classes=num_classes, in_channels=in_channels, **kwargs)
 
 
-def min_input_size(model: Union[nn.Module, str], **kwargs) -> int:
+def min_input_size(name_or_model: Union[nn.Module, str], **kwargs) -> int:
     """Smallest height/width (px) the model accepts; for LeNet, the one size it accepts.
 
-    ``model`` is a built model or a name for :func:`get_model` (built on the meta device, so free).
-    ResNets with the 224-px stem and VGG need 32 px (their total stride), small-input ResNets 8,
+    ``name_or_model`` is a built model or a name for :func:`get_model` (built on the meta device, so
+    free). ResNets with the 224-px stem and VGG need 32 px (their total stride), small-input ResNets 8,
     the CIFAR ResNets 4, the Keras-article ResNet-50 its 28 px.
     """
+    model = name_or_model
     if isinstance(model, str):
         with torch.device("meta"):
             model = get_model(model, **kwargs)
@@ -79,7 +90,7 @@ def min_input_size(model: Union[nn.Module, str], **kwargs) -> int:
 
 
 __all__ = [
-    "MODELS", "get_model", "min_input_size",
+    "MODELS", "get_model", "min_input_size", "canonical_model_name", "builder_options",
     "LeNet", "lenet",
     "ResNet", "BasicBlock", "Bottleneck", "make_stage", "cifar_resnet",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",

@@ -20,7 +20,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ArticleBottleneck", "KerasArticleResNet50", "GalaxyArticleResNet50",
+__all__ = ["BUILDERS", "ArticleBottleneck", "KerasArticleResNet50", "GalaxyArticleResNet50",
            "resnet50_keras_article", "resnet50_galaxy_article"]
 
 
@@ -58,19 +58,26 @@ def _stem(in_channels: int) -> nn.Sequential:
     )
 
 
-def _check_input(x: Tensor, model_name: str, in_channels: int, min_size: int) -> None:
-    """Raise a ValueError that names the expected input unless ``x`` is (N, in_channels, H, W) with
-    H, W >= min_size. Reads only ``x.shape``: free, and safe under torch.compile."""
-    if x.dim() == 4 and x.shape[1] == in_channels and x.shape[2] >= min_size and x.shape[3] >= min_size:
-        return
+# Repeated, identical, in every model file so that each file needs torch alone (a test compares the copies).
+def _check_input(x: Tensor, model: nn.Module, exact: bool = False) -> None:
+    """Raise a ValueError that names the expected input unless ``x`` is (N, model.in_channels, H, W)
+    with H, W >= model.min_input_size (H = W = it when ``exact``); the hints name only options that
+    the model's builder accepts. Reads only ``x.shape``: free, and safe under torch.compile."""
+    channels, size = model.in_channels, model.min_input_size
     if x.dim() != 4:
-        hint = "Pass a batch (N, C, H, W); for a single image use x.unsqueeze(0)."
-    elif x.shape[1] != in_channels:
-        hint = f"Build it with in_channels={x.shape[1]} for {x.shape[1]}-channel images."
+        hints = ["Pass a batch (N, C, H, W); for a single image use x.unsqueeze(0)."]
     else:
-        hint = f"Resize or pad the images to at least {min_size} px."
-    raise ValueError(f"{model_name} expects input of shape (N, {in_channels}, H, W) with H, W >= {min_size}; "
-                     f"got {tuple(x.shape)}. {hint}")
+        c, h, w = x.shape[1], x.shape[2], x.shape[3]
+        size_ok = h == w == size if exact else (h >= size and w >= size)
+        if c == channels and size_ok:
+            return
+        hints = [] if c == channels else [f"Build it with in_channels={c} for {c}-channel images."]
+        if not size_ok:
+            size_hint = getattr(model, "_size_hint", None)
+            hints.append(size_hint(h, w) if size_hint else f"Resize or pad the images to at least {size} px.")
+    expected = f"H = W = {size}" if exact else f"H, W >= {size}"
+    raise ValueError(f"{type(model).__name__} expects input of shape (N, {channels}, H, W) with {expected}; "
+                     f"got {tuple(x.shape)}. {' '.join(hints)}")
 
 
 class KerasArticleResNet50(nn.Module):
@@ -82,6 +89,7 @@ class KerasArticleResNet50(nn.Module):
     global average pool; dense 1000 + ReLU; dense num_classes (logits). Every convolution has a bias
     and Keras's Glorot-uniform initialisation. On 28x28 the maps shrink 14, 7, 4, 2, 1: the last
     stage sees a single pixel, which is why this network does poorly on small images.
+    ``min_input_size`` is the article's 28 px; ``num_features`` is 1000, the width entering ``fc2``.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
@@ -95,9 +103,10 @@ class KerasArticleResNet50(nn.Module):
         self.layer3 = self._stage(512, 1024, 256, 6)
         self.layer4 = self._stage(1024, 2048, 512, 3)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Linear(2048, 1000)
+        self.num_features = 1000
+        self.fc1 = nn.Linear(2048, self.num_features)
         self.relu = nn.ReLU(inplace=True)
-        self.fc2 = nn.Linear(1000, num_classes)
+        self.fc2 = nn.Linear(self.num_features, num_classes)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
@@ -112,7 +121,7 @@ class KerasArticleResNet50(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Stem and the four stages: (N, 2048, h, w), 1x1 for a 28x28 input."""
-        _check_input(x, type(self).__name__, self.in_channels, self.min_input_size)
+        _check_input(x, self)
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
@@ -133,7 +142,8 @@ class GalaxyArticleResNet50(nn.Module):
     carrying a biased 1x1 conv(stride) shortcut; adaptive average pool; dense 2048 -> num_classes.
     For 224 px: 112 -> 56 -> 256x56x56 -> 512x28x28 -> 1024x14x14 -> 2048x7x7. The stride sits on
     the 3x3 conv as in torchvision; on the first 1x1 (the paper) the counts and shapes are the same.
-    PyTorch's default initialisation, as the article used.
+    PyTorch's default initialisation, as the article used. Inputs need 32 px (``min_input_size``);
+    ``num_features`` is 2048, the width entering ``fc``.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
@@ -146,7 +156,8 @@ class GalaxyArticleResNet50(nn.Module):
         self.layer3 = self._stage(512, 256, 6, stride=2)
         self.layer4 = self._stage(1024, 512, 3, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(2048, num_classes)
+        self.num_features = 2048
+        self.fc = nn.Linear(self.num_features, num_classes)
 
     @staticmethod
     def _stage(in_channels: int, width: int, num_blocks: int, stride: int) -> nn.Sequential:
@@ -158,7 +169,7 @@ class GalaxyArticleResNet50(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Stem and the four stages: (N, 2048, H/32, W/32)."""
-        _check_input(x, type(self).__name__, self.in_channels, self.min_input_size)
+        _check_input(x, self)
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
@@ -179,3 +190,7 @@ def resnet50_keras_article(num_classes: int = 10, in_channels: int = 1) -> Keras
 def resnet50_galaxy_article(num_classes: int = 10, in_channels: int = 3) -> GalaxyArticleResNet50:
     """Notebook 6's Galaxy10-article ResNet-50: 23,547,402 parameters for 10 classes."""
     return GalaxyArticleResNet50(num_classes=num_classes, in_channels=in_channels)
+
+
+# The public builders; cnncourse.models registers them by name, in this order.
+BUILDERS = (resnet50_keras_article, resnet50_galaxy_article)

@@ -10,16 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LeNet", "lenet"]
+__all__ = ["BUILDERS", "LeNet", "lenet"]
 
 
 class LeNet(nn.Module):
     """conv5x5(in_channels->6), BN, ReLU, pool; conv5x5(6->16), BN, ReLU, pool; dense 120, 84, num_classes.
 
-    The flattened size (16 * 5 * 5 for 32 px) is computed from ``image_size``, so
+    The flattened size ``flat_features`` (16 * 5 * 5 for 32 px) is computed from ``image_size``, so
     ``LeNet(in_channels=1, image_size=28)`` fits MNIST (16 * 4 * 4). Inputs must be exactly
-    ``image_size`` square because the first dense layer's width depends on it. ReLU is applied
-    functionally, as in the article, so torchsummary's table and memory estimate match its own.
+    ``image_size`` square because the first dense layer's width depends on it (``min_input_size``
+    is that one size). ``num_features`` is 84, the width entering the classifier ``fc3``. ReLU is
+    applied functionally, as in the article, so torchsummary's table and memory estimate match its own.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> None:
@@ -31,32 +32,27 @@ class LeNet(nn.Module):
         self.in_channels = in_channels
         self.image_size = image_size
         self.min_input_size = image_size
-        self.num_features = 16 * side * side
+        self.flat_features = 16 * side * side
+        self.num_features = 84
         self.conv1 = nn.Conv2d(in_channels, 6, kernel_size=5)
         self.bn1 = nn.BatchNorm2d(6)
         self.conv2 = nn.Conv2d(6, 16, kernel_size=5)
         self.bn2 = nn.BatchNorm2d(16)
         self.pool = nn.MaxPool2d(2)
-        self.fc1 = nn.Linear(self.num_features, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, num_classes)
+        self.fc1 = nn.Linear(self.flat_features, 120)
+        self.fc2 = nn.Linear(120, self.num_features)
+        self.fc3 = nn.Linear(self.num_features, num_classes)
 
-    def _check_input(self, x: Tensor) -> None:
-        c, s = self.in_channels, self.image_size
-        if x.dim() == 4 and x.shape[1] == c and x.shape[2] == s and x.shape[3] == s:
-            return
-        if x.dim() != 4:
-            hint = "Pass a batch (N, C, H, W); for a single image use x.unsqueeze(0)."
-        elif x.shape[2] != x.shape[3]:
-            hint = "Resize or crop the images to a square."
-        else:
-            hint = (f"Build it with LeNet(in_channels={x.shape[1]}, image_size={x.shape[2]}) "
-                    f"for {x.shape[1]}-channel {x.shape[2]}x{x.shape[3]} images.")
-        raise ValueError(f"LeNet expects input of shape (N, {c}, {s}, {s}); got {tuple(x.shape)}. {hint}")
+    def _size_hint(self, h: int, w: int) -> str:
+        """What to do about an h x w input of the wrong size (used by ``_check_input``)."""
+        s = self.image_size
+        if h == w and h >= 16:
+            return f"Build it with image_size={h} for {h}x{w} images, or resize them to {s}x{s}."
+        return f"Resize or crop the images to {s}x{s}."
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The two conv-BN-ReLU-pool stages: feature maps of shape (N, 16, side, side)."""
-        self._check_input(x)
+        _check_input(x, self, exact=True)
         x = self.pool(F.relu(self.bn1(self.conv1(x))))
         return self.pool(F.relu(self.bn2(self.conv2(x))))
 
@@ -71,6 +67,32 @@ class LeNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+# Repeated, identical, in every model file so that each file needs torch alone (a test compares the copies).
+def _check_input(x: Tensor, model: nn.Module, exact: bool = False) -> None:
+    """Raise a ValueError that names the expected input unless ``x`` is (N, model.in_channels, H, W)
+    with H, W >= model.min_input_size (H = W = it when ``exact``); the hints name only options that
+    the model's builder accepts. Reads only ``x.shape``: free, and safe under torch.compile."""
+    channels, size = model.in_channels, model.min_input_size
+    if x.dim() != 4:
+        hints = ["Pass a batch (N, C, H, W); for a single image use x.unsqueeze(0)."]
+    else:
+        c, h, w = x.shape[1], x.shape[2], x.shape[3]
+        size_ok = h == w == size if exact else (h >= size and w >= size)
+        if c == channels and size_ok:
+            return
+        hints = [] if c == channels else [f"Build it with in_channels={c} for {c}-channel images."]
+        if not size_ok:
+            size_hint = getattr(model, "_size_hint", None)
+            hints.append(size_hint(h, w) if size_hint else f"Resize or pad the images to at least {size} px.")
+    expected = f"H = W = {size}" if exact else f"H, W >= {size}"
+    raise ValueError(f"{type(model).__name__} expects input of shape (N, {channels}, H, W) with {expected}; "
+                     f"got {tuple(x.shape)}. {' '.join(hints)}")
+
+
 def lenet(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> LeNet:
     """Builder with the same signature style as the other models (see :class:`LeNet`)."""
     return LeNet(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+
+
+# The public builders; cnncourse.models registers them by name, in this order.
+BUILDERS = (lenet,)

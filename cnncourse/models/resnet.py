@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "BasicBlock", "Bottleneck", "ResNet", "make_stage", "conv1x1", "conv3x3",
+    "BUILDERS", "BasicBlock", "Bottleneck", "ResNet", "make_stage", "conv1x1", "conv3x3",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "cifar_resnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
 ]
@@ -97,19 +97,26 @@ def make_stage(block: Block, in_channels: int, width: int, num_blocks: int, stri
     return nn.Sequential(*blocks)
 
 
-def _check_input(x: Tensor, model_name: str, in_channels: int, min_size: int, size_hint: str) -> None:
-    """Raise a ValueError that names the expected input unless ``x`` is (N, in_channels, H, W) with
-    H, W >= min_size. It only reads ``x.shape``, so it costs nothing and works under torch.compile."""
-    if x.dim() == 4 and x.shape[1] == in_channels and x.shape[2] >= min_size and x.shape[3] >= min_size:
-        return
+# Repeated, identical, in every model file so that each file needs torch alone (a test compares the copies).
+def _check_input(x: Tensor, model: nn.Module, exact: bool = False) -> None:
+    """Raise a ValueError that names the expected input unless ``x`` is (N, model.in_channels, H, W)
+    with H, W >= model.min_input_size (H = W = it when ``exact``); the hints name only options that
+    the model's builder accepts. Reads only ``x.shape``: free, and safe under torch.compile."""
+    channels, size = model.in_channels, model.min_input_size
     if x.dim() != 4:
-        hint = "Pass a batch (N, C, H, W); for a single image use x.unsqueeze(0)."
-    elif x.shape[1] != in_channels:
-        hint = f"Build it with in_channels={x.shape[1]} for {x.shape[1]}-channel images."
+        hints = ["Pass a batch (N, C, H, W); for a single image use x.unsqueeze(0)."]
     else:
-        hint = size_hint
-    raise ValueError(f"{model_name} expects input of shape (N, {in_channels}, H, W) with H, W >= {min_size}; "
-                     f"got {tuple(x.shape)}. {hint}")
+        c, h, w = x.shape[1], x.shape[2], x.shape[3]
+        size_ok = h == w == size if exact else (h >= size and w >= size)
+        if c == channels and size_ok:
+            return
+        hints = [] if c == channels else [f"Build it with in_channels={c} for {c}-channel images."]
+        if not size_ok:
+            size_hint = getattr(model, "_size_hint", None)
+            hints.append(size_hint(h, w) if size_hint else f"Resize or pad the images to at least {size} px.")
+    expected = f"H = W = {size}" if exact else f"H, W >= {size}"
+    raise ValueError(f"{type(model).__name__} expects input of shape (N, {channels}, H, W) with {expected}; "
+                     f"got {tuple(x.shape)}. {' '.join(hints)}")
 
 
 class ResNet(nn.Module):
@@ -121,6 +128,8 @@ class ResNet(nn.Module):
     max-pool, so 28-32 px images keep enough resolution (total stride 8 for four stages).
     ``widths`` are the stage widths (the stem has ``widths[0]`` channels); ``zero_init_residual``
     zeroes the last BatchNorm of every block so that each block starts as the identity.
+    ``num_features`` is the width entering the classifier ``fc``: the last stage's channels (512 for
+    ResNet-18/34, 2048 for ResNet-50/101/152, 64 for the CIFAR ResNets).
     """
 
     def __init__(self, block: Block, layers: Sequence[int], num_classes: int = 1000, in_channels: int = 3,
@@ -155,10 +164,6 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
         # The smallest input whose last feature map is still at least 1x1 made of real pixels.
         self.min_input_size = (1 if small_input else 4) * 2 ** (len(layers) - 1)
-        if small_input:
-            self._size_hint = "For larger images build it with small_input=False (the 224-px stem)."
-        else:
-            self._size_hint = "For 28-32 px images build it with small_input=True (3x3 stride-1 stem), or resize them."
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -173,9 +178,16 @@ class ResNet(nn.Module):
                 elif isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
 
+    def _size_hint(self, h: int, w: int) -> str:
+        """What to do about a too-small h x w input (used by ``_check_input``); the CIFAR ResNets'
+        builders take no ``small_input``, but their stem is the small one already."""
+        if not self.small_input and min(h, w) >= 2 ** (len(self.stage_names) - 1):  # enough for the 3x3 stem
+            return "For 28-32 px images build it with small_input=True (3x3 stride-1 stem), or resize them."
+        return f"Resize or pad the images to at least {self.min_input_size} px."
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Stem and residual stages: the last feature map, shape (N, num_features, h, w)."""
-        _check_input(x, type(self).__name__, self.in_channels, self.min_input_size, self._size_hint)
+        _check_input(x, self)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for name in self.stage_names:
             x = getattr(self, name)(x)
@@ -189,66 +201,76 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def resnet18(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> ResNet:
+def resnet18(num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
+             zero_init_residual: bool = False) -> ResNet:
     """ResNet-18: basic blocks [2, 2, 2, 2]; 11,689,512 parameters for 1000 classes."""
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, in_channels=in_channels, **kwargs)
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, small_input, zero_init_residual)
 
 
-def resnet34(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> ResNet:
+def resnet34(num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
+             zero_init_residual: bool = False) -> ResNet:
     """ResNet-34: basic blocks [3, 4, 6, 3]; 21,797,672 parameters for 1000 classes."""
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes=num_classes, in_channels=in_channels, **kwargs)
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, small_input, zero_init_residual)
 
 
-def resnet50(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> ResNet:
+def resnet50(num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
+             zero_init_residual: bool = False) -> ResNet:
     """ResNet-50: bottleneck blocks [3, 4, 6, 3]; 25,557,032 parameters for 1000 classes, 23,528,522 for 10."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, in_channels=in_channels, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, small_input, zero_init_residual)
 
 
-def resnet101(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> ResNet:
-    """ResNet-101: bottleneck blocks [3, 4, 23, 3]."""
-    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes=num_classes, in_channels=in_channels, **kwargs)
+def resnet101(num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
+              zero_init_residual: bool = False) -> ResNet:
+    """ResNet-101: bottleneck blocks [3, 4, 23, 3]; 44,549,160 parameters for 1000 classes."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_channels, small_input, zero_init_residual)
 
 
-def resnet152(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> ResNet:
-    """ResNet-152: bottleneck blocks [3, 8, 36, 3], the ILSVRC 2015 winner's depth."""
-    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes=num_classes, in_channels=in_channels, **kwargs)
+def resnet152(num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
+              zero_init_residual: bool = False) -> ResNet:
+    """ResNet-152: bottleneck blocks [3, 8, 36, 3], the ILSVRC 2015 winner's depth; 60,192,808 parameters."""
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_channels, small_input, zero_init_residual)
 
 
 def cifar_resnet(depth: int = 20, width: int = 16, num_classes: int = 10, in_channels: int = 3,
-                 **kwargs) -> ResNet:
+                 zero_init_residual: bool = False) -> ResNet:
     """The paper's CIFAR-10 ResNets: a 3x3 stem, three stages of (depth - 2) / 6 basic blocks with
     ``width``, 2x and 4x channels (16/32/64 in the paper), total stride 4; small and fast on a CPU.
+    The stem is always the small one (there is no ``small_input`` option); inputs need 4 px.
 
     Shortcuts that change shape use a 1x1 conv + BatchNorm projection (option B), not the paper's
-    zero-padding option A; resnet20 then has 272,474 parameters for 10 classes.
+    zero-padding option A; resnet20 then has 272,474 parameters for 10 classes (the paper: 0.27M).
     """
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"a CIFAR ResNet has depth 6n + 2 (20, 32, 44, 56, 110, ...); got depth={depth}")
     n = (depth - 2) // 6
-    return ResNet(BasicBlock, [n, n, n], num_classes=num_classes, in_channels=in_channels,
-                  small_input=True, widths=(width, 2 * width, 4 * width), **kwargs)
+    return ResNet(BasicBlock, [n, n, n], num_classes=num_classes, in_channels=in_channels, small_input=True,
+                  zero_init_residual=zero_init_residual, widths=(width, 2 * width, 4 * width))
 
 
-def resnet20(num_classes: int = 10, in_channels: int = 3, **kwargs) -> ResNet:
-    """CIFAR ResNet-20 (3 x 3 basic blocks, widths 16/32/64)."""
-    return cifar_resnet(20, num_classes=num_classes, in_channels=in_channels, **kwargs)
+def resnet20(num_classes: int = 10, in_channels: int = 3, zero_init_residual: bool = False) -> ResNet:
+    """CIFAR ResNet-20 (3 x 3 basic blocks, widths 16/32/64); 272,474 parameters for 10 classes."""
+    return cifar_resnet(20, 16, num_classes, in_channels, zero_init_residual)
 
 
-def resnet32(num_classes: int = 10, in_channels: int = 3, **kwargs) -> ResNet:
-    """CIFAR ResNet-32 (3 x 5 basic blocks, widths 16/32/64)."""
-    return cifar_resnet(32, num_classes=num_classes, in_channels=in_channels, **kwargs)
+def resnet32(num_classes: int = 10, in_channels: int = 3, zero_init_residual: bool = False) -> ResNet:
+    """CIFAR ResNet-32 (3 x 5 basic blocks, widths 16/32/64); 466,906 parameters for 10 classes."""
+    return cifar_resnet(32, 16, num_classes, in_channels, zero_init_residual)
 
 
-def resnet44(num_classes: int = 10, in_channels: int = 3, **kwargs) -> ResNet:
-    """CIFAR ResNet-44 (3 x 7 basic blocks, widths 16/32/64)."""
-    return cifar_resnet(44, num_classes=num_classes, in_channels=in_channels, **kwargs)
+def resnet44(num_classes: int = 10, in_channels: int = 3, zero_init_residual: bool = False) -> ResNet:
+    """CIFAR ResNet-44 (3 x 7 basic blocks, widths 16/32/64); 661,338 parameters for 10 classes."""
+    return cifar_resnet(44, 16, num_classes, in_channels, zero_init_residual)
 
 
-def resnet56(num_classes: int = 10, in_channels: int = 3, **kwargs) -> ResNet:
-    """CIFAR ResNet-56 (3 x 9 basic blocks, widths 16/32/64)."""
-    return cifar_resnet(56, num_classes=num_classes, in_channels=in_channels, **kwargs)
+def resnet56(num_classes: int = 10, in_channels: int = 3, zero_init_residual: bool = False) -> ResNet:
+    """CIFAR ResNet-56 (3 x 9 basic blocks, widths 16/32/64); 855,770 parameters for 10 classes."""
+    return cifar_resnet(56, 16, num_classes, in_channels, zero_init_residual)
 
 
-def resnet110(num_classes: int = 10, in_channels: int = 3, **kwargs) -> ResNet:
-    """CIFAR ResNet-110 (3 x 18 basic blocks, widths 16/32/64)."""
-    return cifar_resnet(110, num_classes=num_classes, in_channels=in_channels, **kwargs)
+def resnet110(num_classes: int = 10, in_channels: int = 3, zero_init_residual: bool = False) -> ResNet:
+    """CIFAR ResNet-110 (3 x 18 basic blocks, widths 16/32/64); 1,730,714 parameters for 10 classes."""
+    return cifar_resnet(110, 16, num_classes, in_channels, zero_init_residual)
+
+
+# The public builders; cnncourse.models registers them by name, in this order.
+BUILDERS = (resnet18, resnet34, resnet50, resnet101, resnet152, resnet20, resnet32, resnet44, resnet56, resnet110)

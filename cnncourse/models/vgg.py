@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CONFIGS", "VGG", "make_layers", "vgg11", "vgg13", "vgg16", "vgg19",
+__all__ = ["BUILDERS", "CONFIGS", "VGG", "make_layers", "vgg11", "vgg13", "vgg16", "vgg19",
            "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
 
 # The paper's configurations A (VGG11), B (VGG13), D (VGG16) and E (VGG19).
@@ -49,7 +49,8 @@ class VGG(nn.Module):
     25088-4096-4096-num_classes with ReLU and dropout; returns logits.
 
     The adaptive pool lets the same classifier take 32-224 px inputs (a 32 px input leaves a 1x1
-    map after the five max-pools, which the pool repeats to 7x7); inputs need at least 32 px.
+    map after the five max-pools, which the pool repeats to 7x7); inputs need at least 32 px
+    (``min_input_size``). ``num_features`` is 4096, the width entering the last dense layer.
     """
 
     def __init__(self, cfg: Sequence[Union[int, str]], num_classes: int = 1000, in_channels: int = 3,
@@ -58,12 +59,13 @@ class VGG(nn.Module):
         self.in_channels = in_channels
         self.min_input_size = 2 ** sum(1 for item in cfg if item == "M")
         last_width = [item for item in cfg if item != "M"][-1]
+        self.num_features = 4096
         self.features = make_layers(cfg, batch_norm=batch_norm, in_channels=in_channels)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(int(last_width) * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4096, num_classes),
+            nn.Linear(int(last_width) * 7 * 7, self.num_features), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(self.num_features, self.num_features), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(self.num_features, num_classes),
         )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -79,7 +81,7 @@ class VGG(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The convolutional part: feature maps of shape (N, 512, H/32, W/32)."""
-        _check_input(x, type(self).__name__, self.in_channels, self.min_input_size)
+        _check_input(x, self)
         return self.features(x)
 
     def forward_head(self, x: Tensor) -> Tensor:
@@ -90,61 +92,73 @@ class VGG(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _check_input(x: Tensor, model_name: str, in_channels: int, min_size: int) -> None:
-    """Raise a ValueError that names the expected input unless ``x`` is (N, in_channels, H, W) with
-    H, W >= min_size (every max-pool halves the size). Reads only ``x.shape``: free, torch.compile-safe."""
-    if x.dim() == 4 and x.shape[1] == in_channels and x.shape[2] >= min_size and x.shape[3] >= min_size:
-        return
+# Repeated, identical, in every model file so that each file needs torch alone (a test compares the copies).
+def _check_input(x: Tensor, model: nn.Module, exact: bool = False) -> None:
+    """Raise a ValueError that names the expected input unless ``x`` is (N, model.in_channels, H, W)
+    with H, W >= model.min_input_size (H = W = it when ``exact``); the hints name only options that
+    the model's builder accepts. Reads only ``x.shape``: free, and safe under torch.compile."""
+    channels, size = model.in_channels, model.min_input_size
     if x.dim() != 4:
-        hint = "Pass a batch (N, C, H, W); for a single image use x.unsqueeze(0)."
-    elif x.shape[1] != in_channels:
-        hint = f"Build it with in_channels={x.shape[1]} for {x.shape[1]}-channel images."
+        hints = ["Pass a batch (N, C, H, W); for a single image use x.unsqueeze(0)."]
     else:
-        hint = f"Its max-pools halve the size {min_size.bit_length() - 1} times: resize or pad the images."
-    raise ValueError(f"{model_name} expects input of shape (N, {in_channels}, H, W) with H, W >= {min_size}; "
-                     f"got {tuple(x.shape)}. {hint}")
+        c, h, w = x.shape[1], x.shape[2], x.shape[3]
+        size_ok = h == w == size if exact else (h >= size and w >= size)
+        if c == channels and size_ok:
+            return
+        hints = [] if c == channels else [f"Build it with in_channels={c} for {c}-channel images."]
+        if not size_ok:
+            size_hint = getattr(model, "_size_hint", None)
+            hints.append(size_hint(h, w) if size_hint else f"Resize or pad the images to at least {size} px.")
+    expected = f"H = W = {size}" if exact else f"H, W >= {size}"
+    raise ValueError(f"{type(model).__name__} expects input of shape (N, {channels}, H, W) with {expected}; "
+                     f"got {tuple(x.shape)}. {' '.join(hints)}")
 
 
-def _vgg(config: str, batch_norm: bool, num_classes: int, in_channels: int, **kwargs) -> VGG:
-    return VGG(CONFIGS[config], num_classes=num_classes, in_channels=in_channels, batch_norm=batch_norm, **kwargs)
+def _vgg(config: str, batch_norm: bool, num_classes: int, in_channels: int, dropout: float) -> VGG:
+    return VGG(CONFIGS[config], num_classes=num_classes, in_channels=in_channels, batch_norm=batch_norm,
+               dropout=dropout)
 
 
-def vgg11(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> VGG:
+def vgg11(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
     """VGG11, configuration A (8 conv + 3 dense layers)."""
-    return _vgg("A", False, num_classes, in_channels, **kwargs)
+    return _vgg("A", False, num_classes, in_channels, dropout)
 
 
-def vgg13(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> VGG:
+def vgg13(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
     """VGG13, configuration B (10 conv + 3 dense layers)."""
-    return _vgg("B", False, num_classes, in_channels, **kwargs)
+    return _vgg("B", False, num_classes, in_channels, dropout)
 
 
-def vgg16(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> VGG:
+def vgg16(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
     """VGG16, configuration D (13 conv + 3 dense layers); 138,357,544 parameters for 1000 classes,
     134,301,514 for 10."""
-    return _vgg("D", False, num_classes, in_channels, **kwargs)
+    return _vgg("D", False, num_classes, in_channels, dropout)
 
 
-def vgg19(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> VGG:
+def vgg19(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
     """VGG19, configuration E (16 conv + 3 dense layers)."""
-    return _vgg("E", False, num_classes, in_channels, **kwargs)
+    return _vgg("E", False, num_classes, in_channels, dropout)
 
 
-def vgg11_bn(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> VGG:
+def vgg11_bn(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
     """VGG11 with BatchNorm after every convolution."""
-    return _vgg("A", True, num_classes, in_channels, **kwargs)
+    return _vgg("A", True, num_classes, in_channels, dropout)
 
 
-def vgg13_bn(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> VGG:
+def vgg13_bn(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
     """VGG13 with BatchNorm after every convolution."""
-    return _vgg("B", True, num_classes, in_channels, **kwargs)
+    return _vgg("B", True, num_classes, in_channels, dropout)
 
 
-def vgg16_bn(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> VGG:
+def vgg16_bn(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
     """VGG16 with BatchNorm after every convolution (trains with larger learning rates)."""
-    return _vgg("D", True, num_classes, in_channels, **kwargs)
+    return _vgg("D", True, num_classes, in_channels, dropout)
 
 
-def vgg19_bn(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> VGG:
+def vgg19_bn(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
     """VGG19 with BatchNorm after every convolution."""
-    return _vgg("E", True, num_classes, in_channels, **kwargs)
+    return _vgg("E", True, num_classes, in_channels, dropout)
+
+
+# The public builders; cnncourse.models registers them by name, in this order.
+BUILDERS = (vgg11, vgg13, vgg16, vgg19, vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn)
