@@ -62,6 +62,7 @@ def hardware() -> Dict[str, str]:
         pass
     info = {
         "cpu": cpu,
+        "cpu_features": cpu_features(),
         "logical_cpus": str(os.cpu_count()),
         "torch_threads": str(torch.get_num_threads()),
         "torch": torch.__version__,
@@ -73,6 +74,19 @@ def hardware() -> Dict[str, str]:
     except OSError:
         pass
     return info
+
+
+def cpu_features() -> str:
+    """The vector and matrix units that decide CPU speed, and whether bf16 is native (it decides
+    whether the bf16 rows help or hurt: emulated bf16 is about ten times slower)."""
+    from cnncourse.train import cpu_has_native_bf16
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    units = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
+    native = {True: "yes", False: "no", None: "unknown"}[cpu_has_native_bf16()]
+    return f"{', '.join(units) or 'unknown'}; native bf16: {native}"
 
 
 # --------------------------------------------------------------------------------------- data preparation

@@ -16,24 +16,17 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from cnncourse.runconfig import RESUMABLE, TrainConfig, add_arguments
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-# The settings of ``train`` and their defaults; None means "decided at run time" (see _resolve).
-TRAIN_DEFAULTS: Dict[str, object] = {
-    "model": None, "data": None, "epochs": None, "batch_size": 64, "lr": 1e-3, "optimizer": "adam",
-    "weight_decay": 0.0, "momentum": 0.9, "schedule": "none", "label_smoothing": 0.0,
-    "image_size": None, "augment": False, "quick": False, "seed": 0, "device": "auto",
-    "amp": "auto", "channels_last": False, "compile": False, "grad_clip": None, "loader": "fast",
-    "workers": None, "data_root": None, "small_input": None, "threads": None,
-}
-QUICK_EPOCHS, FULL_EPOCHS = 1, 10
-PAPER_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+WEIGHTS_FILE = "model.pt"
 
 EPILOG = """examples:
   cnncourse train --model lenet --data cifar10 --quick --out runs/demo
@@ -53,13 +46,20 @@ class UsageError(Exception):
 
 
 # --------------------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a wrong option ends in two short lines instead of the whole (long) usage text."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n(see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cnncourse",
         description="Train and evaluate the course's CNNs headless: metrics (JSON) and plots (PNG).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cnncourse {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
 
     train = commands.add_parser(
         "train", help="train a model on a data set and write metrics and plots",
@@ -69,63 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "from it). Accuracies are fractions in metrics.json and percent in the plots.",
         epilog="example: cnncourse train --model lenet --data cifar10 --quick --out runs/demo",
         argument_default=argparse.SUPPRESS)
-    what = train.add_argument_group("what to train")
-    what.add_argument("--model", "-m", metavar="M",
-                      help="model name (see `cnncourse models`), e.g. lenet, resnet20, resnet18, vgg16, "
-                           "resnet50_keras_article (required unless --resume)")
-    what.add_argument("--data", "-d", metavar="D",
-                      help="data set: mnist, fashion-mnist, cifar10, galaxy10, galaxy10-sdss, or the path of "
-                           "an image folder (one sub-folder per class, optionally in train/ and test/) "
-                           "(required unless --resume)")
-    what.add_argument("--image-size", type=int, metavar="S",
-                      help="resize images to SxS (default: the data set's own size)")
-    what.add_argument("--small-input", action=argparse.BooleanOptionalAction,
-                      help="ResNet-18/34/50/...: 3x3 stride-1 stem for small images (default: on below 64 px)")
-    how = train.add_argument_group("how to train")
-    how.add_argument("--epochs", "-e", type=int, metavar="N",
-                     help=f"epochs (default: {QUICK_EPOCHS} in quick mode, else {FULL_EPOCHS})")
-    how.add_argument("--batch-size", "-b", type=int, metavar="B", help="training batch size (default: 64)")
-    how.add_argument("--lr", type=float, metavar="X", help="(peak) learning rate (default: 0.001)")
-    how.add_argument("--optimizer", "-o", choices=("sgd", "adam", "adamw"),
-                     help="sgd is SGD with Nesterov momentum (default: adam)")
-    how.add_argument("--momentum", type=float, metavar="X", help="momentum for sgd (default: 0.9)")
-    how.add_argument("--weight-decay", type=float, metavar="X", help="weight decay (default: 0)")
-    how.add_argument("--schedule", choices=("none", "step", "cosine", "onecycle"),
-                     help="learning-rate schedule, stepped every batch (default: none)")
-    how.add_argument("--label-smoothing", type=float, metavar="X", help="label smoothing (default: 0)")
-    how.add_argument("--grad-clip", type=float, metavar="X", help="clip the gradient norm to X (default: off)")
-    how.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                     help="augment training images: crops (+ flips) for MNIST, Fashion-MNIST and "
-                          "CIFAR-10, rotations and flips for galaxies (default: off)")
-    how.add_argument("--seed", type=int, metavar="K", help="random seed (default: 0)")
-    run = train.add_argument_group("where and how fast")
-    run.add_argument("--quick", action=argparse.BooleanOptionalAction,
-                     help="quick mode: the small samples shipped with cnncourse, no network (default: off)")
-    run.add_argument("--device", metavar="DEV",
-                     help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps (default: auto)")
-    run.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"),
-                     help="mixed precision: auto = bf16/fp16 on CUDA, off on CPU; bf16 can speed "
-                          "up ResNets on CPUs with native bf16 (default: auto)")
-    run.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                     help="NHWC memory format (faster convolutions on GPUs and many CPUs) (default: off)")
-    run.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                     help="torch.compile the model (slow start, faster steps) (default: off)")
-    run.add_argument("--loader", choices=("fast", "torch"),
-                     help="fast: whole data set in memory, batches made on the device; torch: "
-                          "DataLoader with per-image transforms (default: fast)")
-    run.add_argument("--workers", type=int, metavar="W",
-                     help="DataLoader worker processes for --loader torch (default: per platform)")
-    run.add_argument("--threads", type=int, metavar="T",
-                     help="CPU threads for torch (default: torch's choice, one per core); 1 is much "
-                          "faster when several programs share the CPU")
-    run.add_argument("--data-root", metavar="PATH",
-                     help="where data sets are stored/downloaded (default: $CNNCOURSE_DATA or ~/.cache/cnncourse)")
+    add_arguments(train)
     out = train.add_argument_group("output")
     out.add_argument("--out", metavar="DIR", help="output folder (default: runs/<model>-<data>)")
     out.add_argument("--resume", action="store_true",
-                     help="continue from DIR/checkpoint.pt with the settings saved in DIR/run.json "
-                          "(options given again override them, e.g. more --epochs)")
+                     help="continue from DIR/checkpoint.pt with the settings saved in DIR/run.json; only "
+                          f"{', '.join('--' + n.replace('_', '-') for n in RESUMABLE)} may be given again "
+                          "(more --epochs continues training, except with a schedule)")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
+    out.add_argument("--debug", action="store_true",
+                     help="show Python tracebacks for errors (also CNNCOURSE_DEBUG=1)")
 
     commands.add_parser("models", help="list the models", description="List the model names for --model "
                         "with their parameter counts for 10 classes (3 input channels).")
@@ -188,16 +141,17 @@ def _device_name(device) -> str:
     return _cpu_name()
 
 
-def _provenance(argv: Sequence[str], settings: dict, device, started: float, resumed_from: int,
-                git: Dict[str, Optional[object]]) -> dict:
-    """Where a run came from; ``git`` is read when the run starts, so it names the code that ran."""
+def _provenance(argv: Sequence[str], config: TrainConfig, out: Path, device, started: float, resumed_from: int,
+                git: Dict[str, Optional[object]], world_size: int) -> dict:
+    """Where a run came from; ``git`` is read when the run starts, so it names the code that ran.
+    ``command`` re-runs the whole experiment (also after a resume); ``argv`` is what was typed."""
     import torch
     import torchvision
     from cnncourse.config import quick_mode
     return {
-        "command": "cnncourse " + " ".join(argv),
+        "command": config.command(str(out)),
         "argv": list(argv),
-        "settings": settings,
+        "settings": config.to_dict(),
         "cnncourse_version": _version(),
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,
@@ -208,6 +162,7 @@ def _provenance(argv: Sequence[str], settings: dict, device, started: float, res
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "world_size": world_size,
         "quick_mode": quick_mode(),
         "git_commit": git["commit"],
         "git_dirty": git["dirty"],
@@ -219,62 +174,90 @@ def _provenance(argv: Sequence[str], settings: dict, device, started: float, res
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    from cnncourse.train import _atomic_write
-    text = json.dumps(payload, indent=2, default=str).encode()
-    _atomic_write(path, lambda handle: handle.write(text))
+    from cnncourse.checkpointing import atomic_write
+    atomic_write(path, json.dumps(payload, indent=2, default=str).encode())
 
 
-def _resolve(given: dict) -> dict:
-    """Fill the settings not given on the command line: from DIR/run.json with --resume, else defaults."""
-    resume = bool(given.pop("resume", False))
-    given.pop("no_progress", None)
-    out = given.get("out")
-    saved: dict = {}
-    if resume:
-        if out is None:
-            raise UsageError("--resume needs --out DIR (the folder of the run to continue)")
-        run_file = Path(out) / "run.json"
-        if not (Path(out) / "checkpoint.pt").exists():
-            raise UsageError(f"nothing to resume: {Path(out) / 'checkpoint.pt'} does not exist "
-                             "(run the same command without --resume to start)")
-        if run_file.exists():
-            saved = json.loads(run_file.read_text())["settings"]
-    settings = dict(TRAIN_DEFAULTS)
-    settings.update({k: v for k, v in saved.items() if k in TRAIN_DEFAULTS})
-    settings.update({k: v for k, v in given.items() if k in TRAIN_DEFAULTS})
-    if not settings["model"] or not settings["data"]:
-        raise UsageError("train needs --model and --data (e.g. --model lenet --data cifar10); "
-                         "see `cnncourse models` and `cnncourse datasets`")
-    if settings["epochs"] is None:
-        settings["epochs"] = QUICK_EPOCHS if settings["quick"] else FULL_EPOCHS
-    settings["out"] = str(out) if out is not None else str(Path("runs") / f"{settings['model']}-"
-                                                             f"{Path(str(settings['data'])).name}")
-    settings["resume"] = resume
-    return settings
+def _check_out(out: Path) -> None:
+    """Refuse an --out that is a file or cannot be written, before any data is loaded."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is an existing file, not a folder: choose another --out DIR")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"--out {out} cannot be written ({error.strerror or error}): choose a folder you can "
+                         "write to with --out DIR") from None
 
 
-# --------------------------------------------------------------------------------------- train
-def _build_data(settings: dict, device, seed: int):
-    """(train, test, classes, info) for the chosen loader."""
+def _resolve(given: dict) -> Tuple[TrainConfig, Path, Optional[dict]]:
+    """The run's settings, its folder, and with --resume the checkpoint to continue from.
+
+    With --resume, the settings come from DIR/run.json and the length from the checkpoint; an option
+    given again that would change what is trained is refused, before anything is written."""
+    resume, out = given.pop("resume", False), given.pop("out", None)
+    for key in ("no_progress", "debug"):
+        given.pop(key, None)
+    if not resume:
+        config = TrainConfig.from_dict(given)
+        if not config.model or not config.data:
+            raise UsageError("train needs --model and --data (e.g. --model lenet --data cifar10); "
+                             "see `cnncourse models` and `cnncourse datasets`")
+        return config, Path(out) if out else Path("runs") / f"{config.model}-{Path(str(config.data)).name}", None
+    if out is None:
+        raise UsageError("--resume needs --out DIR (the folder of the run to continue)")
+    out = Path(out)
+    checkpoint, run_file = out / "checkpoint.pt", out / "run.json"
+    if not checkpoint.exists():
+        raise UsageError(f"nothing to resume: {checkpoint} does not exist (run the same command without "
+                         "--resume to start)")
+    try:
+        config = TrainConfig.from_dict(json.loads(run_file.read_text())["settings"])
+    except FileNotFoundError:
+        raise UsageError(f"{run_file} is missing, so the run's settings are unknown: start the run again "
+                         "without --resume") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{run_file} is damaged ({type(error).__name__}: {error}): start the run again "
+                         "without --resume, or restore the file") from None
+    from cnncourse.checkpointing import load_checkpoint
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        raise UsageError(f"{checkpoint} is not a cnncourse training checkpoint: delete it to start again")
+    changed = [f"--{k.replace('_', '-')} {v} (the run used {getattr(config, k)})" for k, v in given.items()
+               if k not in RESUMABLE and getattr(config, k) != v]
+    if changed:
+        raise UsageError("--resume continues a run with its own settings, but these options would change it: "
+                         + "; ".join(changed) + f". Start a new run (another --out) to change them; only "
+                         + ", ".join("--" + n.replace("_", "-") for n in RESUMABLE) + " may be given again")
+    config.epochs = int(state.get("epochs", config.resolved_epochs()))
+    for key in RESUMABLE:
+        if key in given:
+            setattr(config, key, given[key])
+    return config, out, state
+
+
+def _build_data(config: TrainConfig, device, seed: int):
+    """(train, test, classes, info) for the chosen loader; both read the same data recipe."""
     from cnncourse.data import default_transform, get_dataset, make_loader
     from cnncourse.fastdata import fast_loaders
 
-    name, size = settings["data"], settings["image_size"]
+    name, size = config.data, config.image_size
     info = _data_info(name)
-    if settings["loader"] == "fast":
-        train, test = fast_loaders(name, batch_size=settings["batch_size"], augment=settings["augment"],
-                                   image_size=size, device=device, seed=seed, root=settings["data_root"],
-                                   channels_last=settings["channels_last"])
-        classes = train.classes or list(info.classes)
-        return train, test, classes, info
-    datasets = [get_dataset(name, split, root=settings["data_root"],
-                            transform=default_transform(name, train=split == "train",
-                                                        augment=settings["augment"], image_size=size),
-                            seed=seed) for split in ("train", "test")]
-    train = make_loader(datasets[0], batch_size=settings["batch_size"], shuffle=True,
-                        num_workers=settings["workers"], seed=seed)
-    test = make_loader(datasets[1], batch_size=max(256, 2 * settings["batch_size"]), shuffle=False,
-                       num_workers=settings["workers"])
+    if config.loader == "fast":
+        train, test = fast_loaders(name, batch_size=config.batch_size, augment=config.augment, image_size=size,
+                                   device=device, seed=seed, root=config.data_root,
+                                   channels_last=config.channels_last, preset=config.preset)
+        return train, test, train.classes or list(info.classes), info
+    datasets = [get_dataset(name, split, root=config.data_root, seed=seed,
+                            transform=default_transform(name, train=split == "train", augment=config.augment,
+                                                        image_size=size, preset=config.preset, seed=seed))
+                for split in ("train", "test")]
+    train = make_loader(datasets[0], batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
+                        seed=seed)
+    test = make_loader(datasets[1], batch_size=max(256, 2 * config.batch_size), shuffle=False,
+                       num_workers=config.workers)
     return train, test, list(getattr(datasets[0], "classes", info.classes)), info
 
 
@@ -296,137 +279,131 @@ def _data_info(name: str):
     return dataset_info(name) if is_known_name(name) else folder_info(name)
 
 
-def _check_names(settings: dict) -> None:
+def _check_names(config: TrainConfig) -> None:
     from cnncourse.data import DATASETS, is_known_name
-    from cnncourse.models import MODELS
-    data = str(settings["data"])
+    from cnncourse.models import MODELS, canonical_model_name
+    data = str(config.data)
     if not is_known_name(data) and not Path(data).expanduser().is_dir():
         raise UsageError(f"unknown data set {data!r}; known: {', '.join(DATASETS)}, or the path of an image "
                          "folder (one sub-folder per class, optionally inside train/ and test/)")
-    key = str(settings["model"]).strip().lower().replace("-", "").replace("_", "")
-    if key not in {name.replace("_", "") for name in MODELS}:
-        raise UsageError(f"unknown model {settings['model']!r}; known: {', '.join(MODELS)}")
+    try:
+        canonical_model_name(str(config.model))
+    except ValueError:
+        raise UsageError(f"unknown model {config.model!r}; known: {', '.join(MODELS)}") from None
 
 
-def _build_model(settings: dict, info, image_size: int):
-    from cnncourse.models import get_model, min_input_size
+def _build_model(config: TrainConfig, info, image_size: int):
+    try:
+        return config.build_model(info.num_classes, info.in_channels, image_size)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
-    name = settings["model"]
-    kwargs = {}
-    key = name.strip().lower().replace("-", "").replace("_", "")
-    if key == "lenet":
-        kwargs["image_size"] = image_size
-    elif key in PAPER_RESNETS:
-        small = settings["small_input"]
-        kwargs["small_input"] = image_size < 64 if small is None else bool(small)
-    needed = min_input_size(name, num_classes=info.num_classes, in_channels=info.in_channels, **kwargs)
-    if image_size < needed:
-        raise UsageError(f"{name} needs images of at least {needed} px but {settings['data']} gives "
-                         f"{image_size} px: pass --image-size {needed} (or larger)"
-                         + (" or --small-input" if key in PAPER_RESNETS else ""))
-    return get_model(name, num_classes=info.num_classes, in_channels=info.in_channels, **kwargs)
+
+def _save_weights(out: Path, model) -> dict:
+    """The trained weights as ``DIR/model.pt`` (a state_dict: ``torch.load(..., weights_only=True)``), with
+    their SHA-256 for metrics.json, so that ``cnncourse.reference.load_model`` can check them."""
+    import hashlib
+    import io
+
+    import torch
+    from cnncourse.checkpointing import atomic_write
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buffer)
+    data = buffer.getvalue()
+    atomic_write(out / WEIGHTS_FILE, data)
+    return {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def _save_figures(out: Path, history, predictions, classes, title: str) -> List[str]:
+    """Draw curves.png and confusion.png; a failure is a warning (metrics.json is already written)."""
+    from cnncourse.plot import plot_confusion_matrix, plot_learning_curves
+    written = []
+    jobs = [("confusion.png", lambda: plot_confusion_matrix(predictions, class_names=classes,
+                                                            title=f"{title}: confusion matrix"))]
+    if len(history):
+        jobs.insert(0, ("curves.png", lambda: plot_learning_curves(history, title=title)))
+    for filename, draw in jobs:
+        if filename == "confusion.png" and predictions is None:
+            continue
+        try:
+            draw().savefig(out / filename, dpi=100)
+            written.append(str(out / filename))
+        except (OSError, ValueError, RuntimeError) as error:
+            print(f"cnncourse train: warning: {out / filename} was not written ({error}); metrics.json is "
+                  "complete", file=sys.stderr)
+    return written
 
 
 def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     given = vars(args).copy()
     given.pop("command", None)
     progress = not given.get("no_progress", False)
-    settings = _resolve(given)
-    out = Path(settings["out"])
-    started = time.time()
-    git = _git_commit(out)
-
-    from cnncourse import config
-    if settings["quick"]:
-        config.set_quick_mode(True)
-    from cnncourse.data import ChecksumError, DataUnavailableError
-    from cnncourse.plot import plot_confusion_matrix, plot_learning_curves
-    from cnncourse.train import TrainingDiverged, fit, predict
-    from cnncourse.utils import count_parameters, get_device, seed_everything
-
-    _check_names(settings)
-    if int(settings["epochs"]) < 1:
-        raise UsageError("--epochs must be at least 1")
-    if settings["threads"]:
-        import torch
-        torch.set_num_threads(int(settings["threads"]))
+    config, out, resumed_state = _resolve(given)
+    _check_names(config)
     try:
-        device = get_device(settings["device"])
+        config.validate()
     except ValueError as error:
         raise UsageError(str(error)) from None
-    seed = int(settings["seed"])
-    seed_everything(seed)
+    _check_out(out)
+    started, git = time.time(), _git_commit(out)
+
+    from cnncourse import config as course_config
+    if config.quick:
+        course_config.set_quick_mode(True)
+    from cnncourse.train import TrainingDiverged, distributed_setup, fit
+    from cnncourse.utils import count_parameters, get_device, seed_everything
+
+    if config.threads:
+        import torch
+        torch.set_num_threads(int(config.threads))
     try:
-        train, test, classes, info = _build_data(settings, device, seed)
-    except DataUnavailableError as error:
-        raise UsageError(f"{error}\n\nOn the command line: --data-root DIR chooses the data folder; "
-                         "--quick runs on the small real samples shipped with cnncourse (no network, no "
-                         "download).") from None
-    except ChecksumError as error:
+        rank, world, device = distributed_setup(get_device(config.device))
+    except ValueError as error:
         raise UsageError(str(error)) from None
+    seed_everything(config.seed)
+    train, test, classes, info = _build_data(config, device, config.seed)
     image_size = _image_size(test)
-    model = _build_model(settings, info, image_size)
-
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / "checkpoint.pt"
-    resumed_from = 0
-    if settings["resume"]:
-        from cnncourse.train import load_checkpoint
-        resumed_from = int(load_checkpoint(checkpoint, map_location="cpu")["epoch"])
-    saved_settings = {k: settings[k] for k in TRAIN_DEFAULTS}
-    _write_json(out / "run.json", {"settings": saved_settings, "command": "cnncourse " + " ".join(argv)})
-
-    print(f"cnncourse train: {settings['model']} ({count_parameters(model):,} parameters) on "
-          f"{info.title}{' (quick-mode sample)' if config.quick_mode() else ''}, "
-          f"{_count(train):,} training images "
-          f"{image_size}x{image_size}, {settings['epochs']} epoch(s), device {device}"
-          f" ({_device_name(device)})", file=sys.stderr)
-    amp = False if settings["amp"] == "off" else (None if settings["amp"] == "auto" else settings["amp"])
-    schedule = None if settings["schedule"] == "none" else settings["schedule"]
+    model = _build_model(config, info, image_size)
+    resumed_from = int(resumed_state["epoch"]) if resumed_state is not None else 0
+    run_record = {"settings": config.to_dict(), "command": config.command(str(out))}
+    if rank == 0:
+        if resumed_state is None:
+            _write_json(out / "run.json", run_record)
+        print(f"cnncourse train: {config.model} ({count_parameters(model):,} parameters) on {info.title}"
+              f"{' (quick-mode sample)' if course_config.quick_mode() else ''}, {_count(train):,} training "
+              f"images {image_size}x{image_size}, {config.resolved_epochs()} epoch(s), device {device} "
+              f"({_device_name(device)}){f', {world} processes' if world > 1 else ''}", file=sys.stderr)
     try:
-        history = fit(model, train, test, epochs=int(settings["epochs"]), optimizer=settings["optimizer"],
-                      lr=float(settings["lr"]), weight_decay=float(settings["weight_decay"]),
-                      momentum=float(settings["momentum"]), schedule=schedule,
-                      label_smoothing=float(settings["label_smoothing"]), amp=amp,
-                      channels_last=bool(settings["channels_last"]), compile=bool(settings["compile"]),
-                      grad_clip=settings["grad_clip"], device=device, checkpoint=checkpoint,
-                      resume=settings["resume"], seed=None, progress=progress)
+        history = fit(model, train, test, **config.fit_kwargs(), device=device, checkpoint=out / "checkpoint.pt",
+                      resume=resumed_state is not None, progress=progress and rank == 0)
     except TrainingDiverged as error:
         print(f"cnncourse train: {error}", file=sys.stderr)
         return EXIT_FAILED
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-
+    if rank != 0:
+        return EXIT_OK
+    if resumed_state is not None:  # the resume was accepted: only now may the run's record change
+        _write_json(out / "run.json", run_record)
+    last = history[-1] if len(history) else {}
     metrics = {
-        "model": settings["model"], "data": settings["data"], "epochs": len(history),
-        "accuracy_unit": "fraction (0-1)",
-        "test_accuracy": history[-1]["test_acc"] if len(history) else None,
-        "test_loss": history[-1]["test_loss"] if len(history) else None,
+        "model": config.model, "data": config.data, "epochs": len(history), "accuracy_unit": "fraction (0-1)",
+        "test_accuracy": last.get("test_acc"), "test_loss": last.get("test_loss"),
         "best_test_accuracy": history.best("test_acc")["test_acc"] if len(history) else None,
-        "train_accuracy": history[-1]["train_acc"] if len(history) else None,
-        "num_parameters": count_parameters(model),
+        "train_accuracy": last.get("train_acc"), "num_parameters": count_parameters(model),
         "num_train_images": _count(train), "num_test_images": _count(test),
         "image_size": image_size, "classes": list(classes), "interrupted": history.interrupted,
         "history": history.to_list(),
-        "provenance": _provenance(argv, saved_settings, device, started, resumed_from, git),
+        "weights": None if history.interrupted else _save_weights(out, model),
+        "provenance": _provenance(argv, config, out, device, started, resumed_from, git, world),
     }
+    _write_json(out / "metrics.json", metrics)  # first: a failing plot must not lose the run
     if history.interrupted:
-        _write_json(out / "metrics.json", metrics)
-        print(f"cnncourse train: interrupted; continue with: cnncourse train --out {out} --resume",
-              file=sys.stderr)
+        print(f"cnncourse train: interrupted; {out / 'checkpoint.pt'} holds epoch {len(history)}; continue with: "
+              f"cnncourse train --out {out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    predictions = predict(model, test)
-    matrix_figure = plot_confusion_matrix(predictions, class_names=classes,
-                                          title=f"{settings['model']} on {info.title}: confusion matrix")
-    matrix_figure.savefig(out / "confusion.png", dpi=100)
-    if len(history):
-        curves = plot_learning_curves(history, title=f"{settings['model']} on {info.title}")
-        curves.savefig(out / "curves.png", dpi=100)
-    metrics["provenance"] = _provenance(argv, saved_settings, device, started, resumed_from, git)
-    _write_json(out / "metrics.json", metrics)
+    figures = _save_figures(out, history, history.predictions, classes, f"{config.model} on {info.title}")
     accuracy = metrics["test_accuracy"]
     print(f"cnncourse train: test accuracy {100 * accuracy:.2f} % after {len(history)} epoch(s); wrote "
-          f"{out / 'metrics.json'}, {out / 'curves.png'}, {out / 'confusion.png'}", file=sys.stderr)
+          + ", ".join([str(out / "metrics.json")] + figures), file=sys.stderr)
     return EXIT_OK
 
 
@@ -464,19 +441,49 @@ def info_command() -> int:
     print(f"cnncourse   {_version()}\ntorch       {torch.__version__}\ntorchvision {torchvision.__version__}")
     print(f"python      {platform.python_version()} ({platform.platform()})")
     print(f"device      {describe_device()}")
+    from cnncourse.train import cpu_has_native_bf16
     print(f"cpu         {_cpu_name()} ({os.cpu_count()} logical CPUs, torch uses {torch.get_num_threads()} threads)")
+    bf16 = {True: "yes (--amp bf16 can speed up ResNets)", False: "no (--amp bf16 would be ~10x slower: keep it off)",
+            None: "unknown"}[cpu_has_native_bf16()]
+    print(f"native bf16 {bf16}")
     print(f"quick mode  {'on' if quick_mode() else 'off'}\ndata folder {data_root()}")
     return EXIT_OK
 
 
+def for_command_line(message: str) -> str:
+    """Rewrite advice meant for Python callers into its command-line equivalent."""
+    for pattern, replacement in (
+            (r"call get_dataset\([^)]*\) again", "run the same cnncourse train command again"),
+            (r"get_dataset\(\.\.\., root=\.\.\.\)", "--data-root DIR"),
+            (r"pass root=\.\.\. or set CNNCOURSE_DATA", "pass --data-root DIR or set CNNCOURSE_DATA"),
+            (r"root=\.\.\.", "--data-root DIR"),
+            (r"set CNNCOURSE_QUICK=1 \(or cnncourse\.set_quick_mode\(True\)\)", "add --quick"),
+            (r"pass image_size=\S+", "pass --image-size S"), (r"image_size=\.\.\.", "--image-size S"),
+            (r"resume=True", "--resume"), (r"epochs=(\d+)", r"--epochs \1")):
+        message = re.sub(pattern, replacement, message)
+    return message
+
+
+def _debugging(argv: Sequence[str]) -> bool:
+    return "--debug" in argv or os.environ.get("CNNCOURSE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``cnncourse`` command; returns the exit status."""
+    """Entry point of the ``cnncourse`` command; returns the exit status.
+
+    Errors a user can cause end in a short message and exit status 2, without a traceback
+    (``--debug`` or ``CNNCOURSE_DEBUG=1`` shows it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a wrong option (already explained)
+        return int(stop.code or 0)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    from cnncourse.checkpointing import CheckpointWriteError
+    from cnncourse.data import ChecksumError, DataUnavailableError
     try:
         if args.command == "train":
             return train_command(args, argv)
@@ -491,6 +498,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("cnncourse: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except CheckpointWriteError as error:
+        if _debugging(argv):
+            raise
+        out = getattr(args, "out", None)
+        print(f"cnncourse {args.command}: {error.strerror}"
+              + (f"; continue with: cnncourse train --out {out} --resume" if out else ""), file=sys.stderr)
+        return EXIT_FAILED
+    except (ValueError, OSError, DataUnavailableError, ChecksumError) as error:  # the message says what to do
+        if _debugging(argv):
+            raise
+        print(f"cnncourse {args.command}: {for_command_line(str(error))}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    if "torch" in sys.modules:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

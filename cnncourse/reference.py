@@ -47,6 +47,45 @@ def load_result(name: str, path: Optional[PathLike] = None) -> dict:
     return json.loads(file.read_text())
 
 
+class WeightsError(ValueError):
+    """A recorded run's weights file is missing or is not the file its metrics.json describes."""
+
+
+def load_model(name: str, path: Optional[PathLike] = None, device="cpu"):
+    """The trained model of recorded experiment ``name``, in eval mode, with the weights its run saved.
+
+    The model is rebuilt from the run's own settings (``provenance.settings``) and the data it saw
+    (classes, channels, image size); the weights file's SHA-256 must equal the one in metrics.json.
+    Raises :class:`WeightsError` when the file is missing or altered.
+    """
+    import hashlib
+
+    import torch
+    from cnncourse.runconfig import TrainConfig
+
+    metrics = load_result(name, path)
+    recorded = metrics.get("weights")
+    folder = results_dir(path) / name
+    if not recorded:
+        raise WeightsError(f"the recorded run {name!r} kept no weights (its metrics.json has no 'weights' entry); "
+                           f"re-run its command to make them: {metrics['provenance']['command']}")
+    file = folder / recorded["file"]
+    if not file.is_file():
+        raise WeightsError(f"{file} is missing: its run {name!r} saved it, but it is not here (a checkout without "
+                           f"it?); re-run: {metrics['provenance']['command']}")
+    data = file.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != recorded["sha256"]:
+        raise WeightsError(f"{file} has been altered: its SHA-256 is {digest}, but the run recorded "
+                           f"{recorded['sha256']}; restore it (git checkout -- {file}) or re-run the experiment")
+    config = TrainConfig.from_dict(metrics["provenance"]["settings"])
+    state = torch.load(file, map_location=device, weights_only=True)
+    in_channels = next(v.shape[1] for k, v in state.items() if v.dim() == 4)
+    model = config.build_model(len(metrics["classes"]), int(in_channels), int(metrics["image_size"]))
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
 def hardware(metrics: dict) -> str:
     """Where a run ran, in a few words: the GPU's name, or the CPU's and its core count."""
     prov = metrics["provenance"]

@@ -1,12 +1,17 @@
-"""One training loop for the whole course: :func:`fit`, :func:`evaluate`, :func:`predict` and :class:`History`.
+"""One training loop for the whole course: :func:`train_one_epoch`, :func:`evaluate` and :func:`fit`.
 
-``fit`` takes a ``torch.utils.data.DataLoader`` or a :class:`cnncourse.fastdata.TensorLoader`
-(anything that yields ``(images, labels)`` batches and has a length) and trains with a tqdm bar per
-epoch (text in a terminal, a widget in JupyterLab). It records a :class:`History` of per-epoch
-loss, accuracy, seconds and learning rate, writes an atomic checkpoint after every epoch if asked,
-and resumes from it exactly: on a CPU with the same seed, an interrupted and resumed run has the
-same history and weights as an uninterrupted one.
+Read it in this order:
 
+* :func:`train_one_epoch` is the loop itself (forward, loss, backward, step, for every batch);
+* :func:`evaluate` measures loss and accuracy in eval mode, and can return the predictions;
+* :func:`fit` composes the two for several epochs and adds what a long run needs around them:
+  a progress bar, a divergence guard, a checkpoint after every epoch that resumes exactly, Ctrl-C
+  that keeps the last finished epoch, and several processes under ``torchrun``.
+  :class:`TrainState` holds everything that changes during training; its ``state_dict()`` is
+  what a checkpoint stores and ``load_state_dict()`` is how a run resumes.
+
+This file needs torch, numpy and tqdm only: copy it into a project and call ``fit``. Checkpoint
+files are written by its companion ``checkpointing.py`` (copy both to keep that feature).
 Accuracies are fractions in 0-1 everywhere in this module (plots show percent).
 """
 from __future__ import annotations
@@ -17,7 +22,7 @@ import os
 import random
 import sys
 import time
-import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Union
 
@@ -25,13 +30,20 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["History", "TrainingDiverged", "fit", "evaluate", "predict", "Predictions",
-           "make_optimizer", "make_scheduler", "resolve_amp", "save_checkpoint", "load_checkpoint",
-           "OPTIMIZERS", "SCHEDULES"]
+try:  # the companion module: inside the package, or copied beside this file
+    from . import checkpointing
+except ImportError:
+    try:
+        import checkpointing  # type: ignore[no-redef]
+    except ImportError:
+        checkpointing = None  # type: ignore[assignment]
+
+__all__ = ["History", "TrainState", "TrainingDiverged", "train_one_epoch", "evaluate", "predict", "fit",
+           "Predictions", "make_optimizer", "make_scheduler", "resolve_amp", "check_options",
+           "default_device", "cpu_has_native_bf16", "distributed_setup", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = (None, "step", "cosine", "onecycle")
-CHECKPOINT_FORMAT = "cnncourse-checkpoint-1"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -39,98 +51,153 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the message says where and what to try."""
 
 
-# --------------------------------------------------------------------------------------- History
-class History:
-    """Per-epoch records of a training run: a list of dicts with attribute access to columns.
+# --------------------------------------------------------------------------------------- the core
+def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
+                    loss_fn: Callable, *, device=None, scheduler=None, amp_dtype: Optional[torch.dtype] = None,
+                    scaler=None, channels_last: bool = False, grad_clip: Optional[float] = None,
+                    on_batch: Optional[Callable[[int, torch.Tensor], None]] = None) -> Dict[str, float]:
+    """Train ``model`` for one pass over ``loader``; return mean loss, accuracy and image count.
 
-    Each record has ``epoch`` (1-based), ``train_loss``, ``train_acc``, ``test_loss``,
-    ``test_acc`` (``None`` without test data), ``lr`` (at the start of the epoch), ``seconds``
-    (the whole epoch, evaluation included) and ``train_images_per_s``. Accuracies are fractions.
-    ``train_loss``/``train_acc`` are running means over the epoch's training batches (augmented,
-    model in training mode, label smoothing included); the test columns come from :func:`evaluate`.
-
-    >>> history.test_acc          # one value per epoch
-    >>> history[-1]["train_loss"]  # the last epoch's record
-    >>> history.save("run.json"); History.load("run.json")
+    For every batch: move it to the device, forward (under autocast when ``amp_dtype`` is set),
+    loss, zero the old gradients, backward, clip, optimizer step, then the per-batch schedule.
+    ``scaler`` is a ``torch.amp.GradScaler`` for float16; ``on_batch(step, loss)`` is called after
+    every step (``fit`` uses it for the progress bar and the divergence guard).
     """
-
-    def __init__(self, records: Optional[Iterable[Dict[str, Any]]] = None) -> None:
-        self.records: List[Dict[str, Any]] = [dict(r) for r in (records or [])]
-        self.interrupted = False
-
-    def append(self, record: Dict[str, Any]) -> None:
-        self.records.append(dict(record))
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __iter__(self):
-        return iter(self.records)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return History(self.records[index])
-        return self.records[index]
-
-    def __getattr__(self, name: str) -> List[Any]:
-        if name.startswith("_") or name in ("records", "interrupted"):
-            raise AttributeError(name)
-        if not self.records or name not in self.records[0]:
-            known = sorted(self.records[0]) if self.records else []
-            raise AttributeError(f"History has no column {name!r}; columns: {known}")
-        return [record.get(name) for record in self.records]
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, History) and self.records == other.records
-
-    def __repr__(self) -> str:
-        if not self.records:
-            return "History([])"
-        last = self.records[-1]
-        parts = [f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float)]
-        return f"History({len(self)} epochs; last: epoch={last.get('epoch')}, {', '.join(parts)})"
-
-    @property
-    def columns(self) -> List[str]:
-        return list(self.records[0]) if self.records else []
-
-    def best(self, column: str = "test_acc", mode: str = "max") -> Dict[str, Any]:
-        """The record with the highest (``mode="max"``) or lowest value of ``column``."""
-        rows = [r for r in self.records if r.get(column) is not None]
-        if not rows:
-            raise ValueError(f"no epoch has a value for {column!r}")
-        pick = max if mode == "max" else min
-        return pick(rows, key=lambda r: r[column])
-
-    def to_list(self) -> List[Dict[str, Any]]:
-        return [dict(r) for r in self.records]
-
-    def to_json(self, **kwargs) -> str:
-        return json.dumps(self.records, **kwargs)
-
-    @classmethod
-    def from_json(cls, text: str) -> "History":
-        data = json.loads(text)
-        if isinstance(data, dict):  # a metrics.json written by the command line
-            data = data["history"]
-        return cls(data)
-
-    def save(self, path: PathLike) -> Path:
-        payload = self.to_json(indent=1).encode()
-        return _atomic_write(Path(path), lambda handle: handle.write(payload))
-
-    @classmethod
-    def load(cls, path: PathLike) -> "History":
-        return cls.from_json(Path(path).read_text())
+    device = torch.device(device) if device is not None else model_device(model)
+    model.train()
+    loss_sum = torch.zeros((), device=device, dtype=_sum_dtype(device))
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    count = 0
+    for step, (x, y) in enumerate(loader):
+        x, y = to_device(x, y, device, channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if grad_clip is not None:
+            if scaler is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.detach().to(loss_sum.dtype) * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        count += len(y)
+        if on_batch is not None:
+            on_batch(step, loss.detach())
+    if count == 0:
+        raise ValueError("train_one_epoch() got no batches: the training data is empty")
+    return {"loss": float(loss_sum) / count, "accuracy": float(correct) / count, "count": count}
 
 
-# --------------------------------------------------------------------------------------- building blocks
+class Predictions(NamedTuple):
+    """Outputs of :func:`predict`, all on the CPU: logits ``[N, K]``, predicted and true labels ``[N]``,
+    and the (normalised) input images ``[N, C, H, W]`` when asked for."""
+    logits: torch.Tensor
+    preds: torch.Tensor
+    labels: torch.Tensor
+    images: Optional[torch.Tensor] = None
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, device=None, amp: Union[str, bool, None] = None,
+             channels_last: bool = False, predictions: bool = False, keep_images: bool = False,
+             limit: Optional[int] = None) -> Dict[str, Any]:
+    """Mean cross-entropy and accuracy (fraction) of ``model`` on ``loader``, in eval mode.
+
+    Returns ``{"loss", "accuracy", "count"}``, plus ``"predictions"`` (:class:`Predictions`) when
+    ``predictions=True`` (with the input images if ``keep_images``). ``limit`` stops after that
+    many images. The model's train/eval mode is restored afterwards.
+    """
+    device = torch.device(device) if device is not None else model_device(model)
+    dtype = resolve_amp(amp, device)
+    loader = _prepare_data(loader, device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=_sum_dtype(device))
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    count, kept = 0, []
+    try:
+        for x, y in loader:
+            x, y = to_device(x, y, device, channels_last)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                logits = model(x).float()
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").to(loss_sum.dtype)
+            correct += (logits.argmax(1) == y).sum()
+            count += len(y)
+            if predictions:
+                kept.append((logits.cpu(), y.cpu(), x.float().cpu() if keep_images else None))
+            if limit is not None and count >= limit:
+                break
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate() got no batches: the test data is empty")
+    result: Dict[str, Any] = {"loss": float(loss_sum) / count, "accuracy": float(correct) / count,
+                              "count": count}
+    if predictions:
+        logits = torch.cat([k[0] for k in kept])[:limit]
+        images = torch.cat([k[2] for k in kept])[:limit] if keep_images else None
+        result["predictions"] = Predictions(logits, logits.argmax(1), torch.cat([k[1] for k in kept])[:limit],
+                                            images)
+    return result
+
+
+def predict(model: nn.Module, data, device=None, amp: Union[str, bool, None] = None,
+            keep_images: bool = False, limit: Optional[int] = None) -> Predictions:
+    """The :class:`Predictions` of ``model`` on ``data`` (for confusion matrices and image grids)."""
+    return evaluate(model, data, device=device, amp=amp, predictions=True, keep_images=keep_images,
+                    limit=limit)["predictions"]
+
+
+# --------------------------------------------------------------------------------------- small pieces
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (the CPU for a model without parameters)."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool = False):
+    """Move a batch to ``device``; images in channels_last (NHWC) memory format if asked."""
+    if channels_last and x.dim() == 4:
+        return x.to(device, non_blocking=True, memory_format=torch.channels_last), y.to(device, non_blocking=True)
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    """float64 for running loss sums, except on MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _prepare_data(data, device: torch.device):
+    """Move a fast-path loader (anything with ``images`` and ``to``) to ``device``; a DataLoader's
+    batches are moved one by one instead."""
+    if hasattr(data, "to") and hasattr(data, "images") and getattr(data, "device", None) != device:
+        data.to(device)
+    return data
+
+
+def default_device() -> torch.device:
+    """The best device here: the current accelerator (CUDA, MPS, XPU, ...) if any, else the CPU."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and accelerator.is_available():
+        return torch.device(accelerator.current_accelerator().type)
+    if torch.cuda.is_available():  # torch < 2.6 has no torch.accelerator
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+
+
 def make_optimizer(model: nn.Module, optimizer: Union[str, torch.optim.Optimizer, Callable] = "adam",
                    lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9) -> torch.optim.Optimizer:
-    """An optimizer by name (``"sgd"`` with momentum, ``"adam"``, ``"adamw"``), or pass one through.
-
-    A callable is called with the model's parameters.
-    """
+    """An optimizer by name (``"sgd"`` with momentum, Nesterov; ``"adam"``; ``"adamw"``), or pass one
+    through; a callable is called with the model's parameters."""
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
     if callable(optimizer):
@@ -138,8 +205,7 @@ def make_optimizer(model: nn.Module, optimizer: Union[str, torch.optim.Optimizer
     name = str(optimizer).lower()
     params = [p for p in model.parameters() if p.requires_grad]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                               nesterov=momentum > 0)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
@@ -171,11 +237,28 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: Union[str, Callab
     raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
 
 
-def resolve_amp(amp: Union[str, bool, None], device: torch.device) -> Optional[torch.dtype]:
+def cpu_has_native_bf16() -> Optional[bool]:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX on x86; None: unknown)."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(probe) for probe in probes):
+        return any(bool(probe()) for probe in probes)
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+BF16_SLOW_CPU = ("bf16 autocast was asked for, but this CPU has no native bfloat16 (no AVX-512 BF16, no "
+                 "AMX), so every bf16 operation is emulated: expect training about 10x slower than float32 "
+                 "(ResNet-20 on an AVX2-only CPU: 36 vs 395 images/s). Use amp=False (--amp off) here.")
+
+
+def resolve_amp(amp: Union[str, bool, None, torch.dtype], device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype for ``amp`` on ``device``, or ``None`` for full float32.
 
-    ``None`` (auto): bfloat16 on CUDA GPUs that support it, else float16; float32 on the CPU and
-    MPS (CPU bfloat16 helps only some models on CPUs with native bf16: ask for it with ``"bf16"``).
+    ``None``/``"auto"``: bfloat16 on CUDA GPUs that support it, else float16; float32 on the CPU and
+    MPS. ``"bf16"`` on a CPU without native bf16 warns (it is about ten times slower there).
     """
     if isinstance(amp, torch.dtype):
         return amp
@@ -186,9 +269,11 @@ def resolve_amp(amp: Union[str, bool, None], device: torch.device) -> Optional[t
     if amp is False or amp in ("off", "none", "fp32", "false", "0"):
         return None
     if amp is True:
-        return resolve_amp(None, device) if device.type == "cuda" else torch.bfloat16
+        return resolve_amp(None, device) if device.type == "cuda" else resolve_amp("bf16", device)
     name = str(amp).lower()
     if name in ("bf16", "bfloat16"):
+        if device.type == "cpu" and cpu_has_native_bf16() is False:
+            warnings.warn(BF16_SLOW_CPU, RuntimeWarning, stacklevel=2)
         return torch.bfloat16
     if name in ("fp16", "float16", "half"):
         if device.type == "cpu":
@@ -198,91 +283,180 @@ def resolve_amp(amp: Union[str, bool, None], device: torch.device) -> Optional[t
     raise ValueError(f"amp={amp!r} is not understood: use None (auto), 'bf16', 'fp16' or False")
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
+def check_options(*, epochs: int = 1, lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
+                  label_smoothing: float = 0.0, grad_clip: Optional[float] = None, **_ignored) -> None:
+    """Refuse settings that would train wrongly or not at all, with a message saying what to pass."""
+    def need(name, value, ok, what):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+            raise ValueError(f"{name} must be {what}; got {value!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a whole number >= 1; got {epochs!r}")
+    need("lr", lr, lambda v: v > 0, "a finite number > 0 (e.g. 1e-3)")
+    need("weight_decay", weight_decay, lambda v: v >= 0, "a finite number >= 0 (e.g. 0 or 5e-4)")
+    need("momentum", momentum, lambda v: 0 <= v <= 1, "in [0, 1] (e.g. 0.9)")
+    need("label_smoothing", label_smoothing, lambda v: 0 <= v < 1, "in [0, 1) (e.g. 0 or 0.1)")
+    if grad_clip is not None:
+        need("grad_clip", grad_clip, lambda v: v > 0, "a finite number > 0 (e.g. 1.0), or None for no clipping "
+             "(a negative norm would flip every gradient)")
 
 
-def _sum_dtype(device: torch.device) -> torch.dtype:
-    """float64 for running loss sums, except on MPS, which has no float64."""
-    return torch.float32 if device.type == "mps" else torch.float64
+# --------------------------------------------------------------------------------------- history and state
+class History:
+    """Per-epoch records of a training run: a list of dicts with attribute access to columns.
 
+    Each record has ``epoch`` (1-based), ``train_loss``, ``train_acc``, ``test_loss``,
+    ``test_acc`` (``None`` without test data), ``lr`` (at the start of the epoch), ``seconds``
+    (the whole epoch, evaluation included) and ``train_images_per_s``. Accuracies are fractions.
+    ``train_loss``/``train_acc`` are running means over the epoch's training batches (augmented,
+    model in training mode, label smoothing included); the test columns come from :func:`evaluate`.
+    After :func:`fit`, ``predictions`` holds the last epoch's test :class:`Predictions` (or None).
 
-def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
-    if channels_last and x.dim() == 4:
-        x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
-    else:
-        x = x.to(device, non_blocking=True)
-    return x, y.to(device, non_blocking=True)
-
-
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def _prepare_data(data, device: torch.device):
-    """Move a fast-path loader to ``device`` (a DataLoader's batches are moved one by one instead)."""
-    if hasattr(data, "to") and hasattr(data, "images") and getattr(data, "device", None) != device:
-        data.to(device)
-    return data
-
-
-# --------------------------------------------------------------------------------------- checkpoints
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    The rename is atomic, so an interruption never leaves a half-written file behind.
+    >>> history.test_acc          # one value per epoch
+    >>> history[-1]["train_loss"]  # the last epoch's record
+    >>> history.save("run.json"); History.load("run.json")
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "xb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    def __init__(self, records: Optional[Iterable[Dict[str, Any]]] = None) -> None:
+        self.records: List[Dict[str, Any]] = [dict(r) for r in (records or [])]
+        self.interrupted = False
+        self.predictions: Optional[Predictions] = None
+
+    def append(self, record: Dict[str, Any]) -> None:
+        self.records.append(dict(record))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __getitem__(self, index):
+        return History(self.records[index]) if isinstance(index, slice) else self.records[index]
+
+    def __getattr__(self, name: str) -> List[Any]:
+        if name.startswith("_") or name in ("records", "interrupted", "predictions"):
+            raise AttributeError(name)
+        if not self.records or name not in self.records[0]:
+            known = sorted(self.records[0]) if self.records else []
+            raise AttributeError(f"History has no column {name!r}; columns: {known}")
+        return [record.get(name) for record in self.records]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, History) and self.records == other.records
+
+    def __repr__(self) -> str:
+        if not self.records:
+            return "History([])"
+        last = self.records[-1]
+        parts = [f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float)]
+        return f"History({len(self)} epochs; last: epoch={last.get('epoch')}, {', '.join(parts)})"
+
+    @property
+    def columns(self) -> List[str]:
+        return list(self.records[0]) if self.records else []
+
+    def best(self, column: str = "test_acc", mode: str = "max") -> Dict[str, Any]:
+        """The record with the highest (``mode="max"``) or lowest value of ``column``."""
+        rows = [r for r in self.records if r.get(column) is not None]
+        if not rows:
+            raise ValueError(f"no epoch has a value for {column!r}")
+        return (max if mode == "max" else min)(rows, key=lambda r: r[column])
+
+    def to_list(self) -> List[Dict[str, Any]]:
+        return [dict(r) for r in self.records]
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.records, **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "History":
+        data = json.loads(text)
+        return cls(data["history"] if isinstance(data, dict) else data)  # a dict: a CLI metrics.json
+
+    def save(self, path: PathLike) -> Path:
+        """Write the records as JSON (atomically when ``checkpointing`` is at hand)."""
+        payload = self.to_json(indent=1).encode()
+        if checkpointing is not None:
+            return checkpointing.atomic_write(path, payload)
+        Path(path).write_bytes(payload)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: PathLike) -> "History":
+        return cls.from_json(Path(path).read_text())
 
 
-def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> Path:
-    """``torch.save(state)`` to ``path`` atomically (temporary file, then ``os.replace``)."""
-    return _atomic_write(Path(path), lambda handle: torch.save(state, handle))
+CHECKPOINT_FORMAT = "cnncourse-checkpoint-1"
 
 
-def load_checkpoint(path: PathLike, map_location=None) -> Dict[str, Any]:
-    """Read a checkpoint written by :func:`fit` (tensors and plain Python values only)."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+class TrainState:
+    """Everything that changes while training, so that a checkpoint can restore it exactly:
+    weights, optimizer, schedule, gradient scaler, history, epochs done, and the random number
+    generators (Python, NumPy, torch, the loader's). ``options`` are the settings the run was
+    started with; resuming with other values is refused, because the restored optimizer would
+    silently keep the old ones."""
+
+    def __init__(self, model: nn.Module, optimizer, scheduler=None, scaler=None, epochs: int = 1,
+                 loader=None, options: Optional[Dict[str, Any]] = None) -> None:
+        self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
+        self.epochs, self.loader, self.options = epochs, loader, dict(options or {})
+        self.history, self.epoch = History(), 0
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "epochs": self.epochs,
+                "options": self.options, "optimizer_class": type(self.optimizer).__name__,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "history": self.history.to_list(), "rng": _rng_state(self.loader)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("not a cnncourse training checkpoint (no 'format' entry "
+                             f"{CHECKPOINT_FORMAT!r})")
+        if self.scheduler is not None and state["epochs"] != self.epochs:
+            raise ValueError(f"it was made for {state['epochs']} epochs with a learning-rate schedule, which "
+                             f"depends on the total length: resume with epochs={state['epochs']}")
+        changed = [f"{k}={self.options.get(k)!r} (the run used {v!r})" for k, v in state.get("options", {}).items()
+                   if k in self.options and self.options[k] != v]
+        if changed:
+            raise ValueError("a resumed run keeps its settings, but these differ: " + ", ".join(changed)
+                             + "; resume with the run's own settings, or start a new run")
+        if state.get("optimizer_class") != type(self.optimizer).__name__:
+            raise ValueError(f"it holds a {state.get('optimizer_class')} optimizer, not a "
+                             f"{type(self.optimizer).__name__}: resume with the run's own optimizer")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise ValueError(f"it holds the weights of a different model ({str(error).splitlines()[0]}): "
+                             "resume with the same model, data set and image size") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.history, self.epoch = History(state["history"]), int(state["epoch"])
+        _set_rng_state(state["rng"], self.loader)
 
 
-def _rng_state(train_data) -> Dict[str, Any]:
+def _rng_state(loader) -> Dict[str, Any]:
     np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": _python_state_to_plain(random.getstate()),
-    }
+    version, internal, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+             "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    generator = getattr(train_data, "generator", None)
+    generator = getattr(loader, "generator", None)
     if isinstance(generator, torch.Generator):
         state["loader_generator"] = generator.get_state()
-    if hasattr(train_data, "state_dict") and hasattr(train_data, "set_epoch"):
-        state["loader"] = train_data.state_dict()
+    if hasattr(loader, "state_dict") and hasattr(loader, "set_epoch"):
+        state["loader"] = loader.state_dict()
     return state
 
 
-def _python_state_to_plain(state):
-    version, internal, gauss = state
-    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
-
-
-def _set_rng_state(state: Dict[str, Any], train_data) -> None:
+def _set_rng_state(state: Dict[str, Any], loader) -> None:
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
     np.random.set_state(("MT19937", np_state["key"].numpy().astype(np.uint32), np_state["pos"],
@@ -291,307 +465,256 @@ def _set_rng_state(state: Dict[str, Any], train_data) -> None:
     random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    generator = getattr(train_data, "generator", None)
+    generator = getattr(loader, "generator", None)
     if "loader_generator" in state and isinstance(generator, torch.Generator):
         generator.set_state(state["loader_generator"])
-    if "loader" in state and hasattr(train_data, "load_state_dict"):
-        train_data.load_state_dict(state["loader"])
+    if "loader" in state and hasattr(loader, "load_state_dict"):
+        loader.load_state_dict(state["loader"])
 
 
-# --------------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate(model: nn.Module, data, device=None, amp: Union[str, bool, None] = None,
-             channels_last: bool = False) -> Dict[str, float]:
-    """Mean cross-entropy and accuracy (fraction) of ``model`` on ``data``; the model's mode is restored.
-
-    Returns ``{"loss": ..., "accuracy": ..., "count": N}``. ``device`` defaults to the model's.
-    """
-    device = torch.device(device) if device is not None else _model_device(model)
-    dtype = resolve_amp(amp, device)
-    data = _prepare_data(data, device)
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=_sum_dtype(device))
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    count = 0
-    try:
-        for x, y in data:
-            x, y = _to_device(x, y, device, channels_last)
-            with _autocast(device, dtype):
-                logits = model(x)
-            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-            count += len(y)
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise ValueError("evaluate() got no batches")
-    return {"loss": float(loss_sum) / count, "accuracy": float(correct) / count, "count": count}
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
-class Predictions(NamedTuple):
-    """Outputs of :func:`predict`, all on the CPU: logits ``[N, K]``, predicted and true labels ``[N]``,
-    and the (normalised) input images ``[N, C, H, W]`` when asked for."""
-    logits: torch.Tensor
-    preds: torch.Tensor
-    labels: torch.Tensor
-    images: Optional[torch.Tensor] = None
+# --------------------------------------------------------------------------------------- several processes
+def distributed_setup(device=None):
+    """``(rank, world_size, device)``; under ``torchrun`` (``WORLD_SIZE`` > 1) this also joins the
+    process group (gloo on CPUs, nccl on CUDA, one GPU per process by ``LOCAL_RANK``)."""
+    device = torch.device(device) if device is not None else default_device()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
 
 
-@torch.no_grad()
-def predict(model: nn.Module, data, device=None, amp: Union[str, bool, None] = None,
-            keep_images: bool = False, limit: Optional[int] = None) -> Predictions:
-    """Run ``model`` over ``data`` in eval mode and collect logits, predictions and labels (for
-    confusion matrices and image grids). ``limit`` stops after that many images."""
-    device = torch.device(device) if device is not None else _model_device(model)
-    dtype = resolve_amp(amp, device)
-    data = _prepare_data(data, device)
-    was_training = model.training
-    model.eval()
-    logits_all, labels_all, images_all = [], [], []
-    count = 0
-    try:
-        for x, y in data:
-            x, y = _to_device(x, y, device, False)
-            with _autocast(device, dtype):
-                logits = model(x)
-            logits_all.append(logits.float().cpu())
-            labels_all.append(y.cpu())
-            if keep_images:
-                images_all.append(x.float().cpu())
-            count += len(y)
-            if limit is not None and count >= limit:
-                break
-    finally:
-        model.train(was_training)
-    logits = torch.cat(logits_all)[:limit]
-    labels = torch.cat(labels_all)[:limit]
-    images = torch.cat(images_all)[:limit] if keep_images else None
-    return Predictions(logits, logits.argmax(1), labels, images)
+def _shard(loader, rank: int, world: int, train: bool, seed: int):
+    """This process's part of ``loader``: every epoch split across processes (training: padded to equal
+    length, as DistributedSampler does; test: each image exactly once)."""
+    if hasattr(loader, "world_size"):  # the fast path shards itself
+        loader.rank, loader.world_size = rank, world
+        return loader
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
+    if not isinstance(loader, DataLoader):
+        raise ValueError("under torchrun, fit needs a DataLoader or a cnncourse TensorLoader to split the data")
+    options = dict(batch_size=loader.batch_size, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                   pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn)
+    if train:
+        sampler = DistributedSampler(loader.dataset, world, rank, shuffle=isinstance(loader.sampler, RandomSampler),
+                                     seed=seed)
+        return DataLoader(loader.dataset, sampler=sampler, drop_last=loader.drop_last, **options)
+    return DataLoader(Subset(loader.dataset, range(rank, len(loader.dataset), world)), **options)
 
 
-# --------------------------------------------------------------------------------------- training
+def _reduce(result: Dict[str, Any], world: int, device: torch.device) -> Dict[str, Any]:
+    """Loss and accuracy over all processes, weighted by their image counts."""
+    if world == 1:
+        return result
+    import torch.distributed as dist
+    count = result["count"]
+    sums = torch.tensor([result["loss"] * count, round(result["accuracy"] * count), count],
+                        dtype=torch.float64, device=device)
+    dist.all_reduce(sums)
+    return {**result, "loss": float(sums[0] / sums[2]), "accuracy": float(sums[1] / sums[2]), "count": int(sums[2])}
+
+
+def _gather_predictions(predictions: Predictions, world: int) -> Predictions:
+    if world == 1:
+        return predictions
+    import torch.distributed as dist
+    parts: List[Any] = [None] * world
+    dist.all_gather_object(parts, (predictions.logits, predictions.labels))
+    logits = torch.cat([p[0] for p in parts])
+    return Predictions(logits, logits.argmax(1), torch.cat([p[1] for p in parts]))
+
+
+# --------------------------------------------------------------------------------------- around the core
 def _progress_bar_class():
-    """tqdm's widget bar inside a Jupyter kernel with ipywidgets installed, else the text bar.
+    """tqdm.auto's bar (a widget in Jupyter), or its text bar where ipywidgets is missing: there
+    tqdm.auto's notebook bar raises instead of drawing."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        from tqdm.std import tqdm
+        return tqdm
+    from tqdm.auto import tqdm
+    return tqdm
 
-    Like ``tqdm.auto``, minus its warning when a notebook lacks ipywidgets (text bars work there too).
+
+class _EpochMonitor:
+    """Called after every training step: updates the progress bar and stops a diverging run.
+
+    The NaN check reads the loss every step on a CPU (free) and every 25 steps on a GPU, with the
+    step it first went bad remembered on the device, so the GPU is not synchronised at every step.
     """
-    if "IPython" in sys.modules:
-        try:
-            shell = sys.modules["IPython"].get_ipython()
-            if shell is not None and "IPKernelApp" in shell.config:
-                import ipywidgets  # noqa: F401  (tqdm.notebook needs it)
-                from tqdm.notebook import tqdm as notebook_tqdm
-                return notebook_tqdm
-        except Exception:
-            pass
-    from tqdm.std import tqdm as text_tqdm
-    return text_tqdm
+
+    def __init__(self, epoch: int, epochs: int, steps: int, show: bool, device, advice: Dict[str, Any]) -> None:
+        self.epoch, self.steps, self.advice = epoch, steps, advice
+        self.bar = _progress_bar_class()(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                                         disable=not show, leave=True, dynamic_ncols=True, file=sys.stderr)
+        self.show, self.every = show, 1 if device.type == "cpu" else 25
+        self.first_bad = torch.full((), -1, device=device, dtype=torch.int64)
+        self.bad_value = torch.zeros((), device=device)
+        self.loss_sum, self.last_postfix = torch.zeros((), device=device), 0.0
+
+    def __call__(self, step: int, loss: torch.Tensor) -> None:
+        newly_bad = (~torch.isfinite(loss)) & (self.first_bad < 0)
+        self.first_bad = torch.where(newly_bad, step + 1, self.first_bad)
+        self.bad_value = torch.where(newly_bad, loss.float(), self.bad_value)
+        last = step + 1 == self.steps
+        if ((step + 1) % self.every == 0 or last) and int(self.first_bad) >= 0:
+            raise TrainingDiverged(self.message(float(self.bad_value), int(self.first_bad)))
+        self.bar.update(1)
+        self.loss_sum += loss.float()
+        now = time.perf_counter()
+        if self.show and (now - self.last_postfix > 0.5 or last):
+            self.last_postfix = now
+            self.bar.set_postfix(loss=f"{float(self.loss_sum) / (step + 1):.4f}", refresh=False)
+
+    def message(self, value: float, step: int) -> str:
+        advice = self.advice
+        what = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        tips = [f"a lower learning rate (now {advice['lr']:g})"]
+        if advice["grad_clip"] is None:
+            tips.append("gradient clipping (grad_clip=1.0)")
+        if advice["amp_dtype"] == torch.float16:
+            tips.append("turning off fp16 (amp='bf16' or amp=False)")
+        tips.append("checking the inputs for NaN")
+        text = (f"loss became {what} at epoch {self.epoch + 1}, step {step} (global step "
+                f"{self.epoch * self.steps + step}): try " + ", ".join(tips[:-1]) + f", or {tips[-1]}.")
+        if advice["checkpoint"] is not None and Path(advice["checkpoint"]).exists():
+            text += f" The checkpoint {advice['checkpoint']} holds the last completed epoch."
+        return text
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _progress_enabled(progress: bool) -> bool:
-    if not progress:
-        return False
-    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes", "on")
+    return bool(progress) and os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes", "on")
 
 
-def _diverged_message(value: float, epoch: int, step: int, global_step: int, lr: float,
-                      amp_dtype: Optional[torch.dtype], grad_clip: Optional[float], checkpoint) -> str:
-    what = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    tips = [f"a lower learning rate (now {lr:g})"]
-    if grad_clip is None:
-        tips.append("gradient clipping (grad_clip=1.0)")
-    if amp_dtype == torch.float16:
-        tips.append("turning off fp16 (amp='bf16' or amp=False)")
-    tips.append("checking the inputs for NaN")
-    text = (f"loss became {what} at epoch {epoch}, step {step} (global step {global_step}): try "
-            + ", ".join(tips[:-1]) + f", or {tips[-1]}.")
-    if checkpoint is not None and Path(checkpoint).exists():
-        text += f" The checkpoint {checkpoint} holds the last completed epoch."
-    return text
+def _interrupted(history: History, epoch: int, checkpoint, saved: int, rank: int) -> History:
+    history.interrupted = True
+    if rank == 0:
+        if checkpoint is None:
+            kept = "pass checkpoint=... to be able to resume"
+        elif saved:
+            kept = f"the checkpoint {checkpoint} holds epoch {saved}; resume=True continues from it"
+        else:
+            kept = "no epoch was completed, so no checkpoint was written"
+        print(f"\nInterrupted during epoch {epoch + 1}: returning the history of the {len(history)} completed "
+              f"epoch(s); the model keeps its current weights; {kept}.", file=sys.stderr)
+    return history
 
 
+def _resolve_device(device) -> torch.device:
+    if device is None or device == "auto":
+        return default_device()
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device name: use 'cpu', 'cuda', 'cuda:1', 'mps' "
+                         "or None (the best available)") from None
+
+
+# --------------------------------------------------------------------------------------- fit
 def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
         optimizer: Union[str, torch.optim.Optimizer, Callable] = "adam", lr: float = 1e-3,
-        weight_decay: float = 0.0, momentum: float = 0.9,
-        schedule: Union[str, Callable, None] = None, label_smoothing: float = 0.0,
-        amp: Union[str, bool, None] = None, channels_last: bool = False, compile: bool = False,
-        grad_clip: Optional[float] = None, device=None, checkpoint: Optional[PathLike] = None,
-        resume: bool = False, seed: Optional[int] = None, progress: bool = True,
-        loss_fn: Optional[nn.Module] = None) -> History:
+        weight_decay: float = 0.0, momentum: float = 0.9, schedule: Union[str, Callable, None] = None,
+        label_smoothing: float = 0.0, amp: Union[str, bool, None] = None, channels_last: bool = False,
+        compile: bool = False, grad_clip: Optional[float] = None, device=None,
+        checkpoint: Optional[PathLike] = None, resume: bool = False, seed: Optional[int] = None,
+        progress: bool = True, loss_fn: Optional[nn.Module] = None) -> History:
     """Train ``model`` for ``epochs`` epochs on ``train_data``, evaluating on ``test_data`` after each.
 
-    Args:
-        model: any classifier that maps ``[B, C, H, W]`` images to ``[B, K]`` logits.
-        train_data, test_data: a ``DataLoader`` or a :class:`~cnncourse.fastdata.TensorLoader`.
-        optimizer: ``"sgd"`` (with ``momentum``, Nesterov), ``"adam"``, ``"adamw"``, a torch
-            optimizer, or a callable taking the parameters.
-        schedule: ``None``, ``"step"``, ``"cosine"``, ``"onecycle"`` (stepped every batch), or a
-            callable ``(optimizer, total_steps) -> scheduler``.
-        label_smoothing: for the training loss (test loss is plain cross-entropy).
-        amp: ``None`` chooses (bf16/fp16 on CUDA, float32 on CPU), ``"bf16"``, ``"fp16"``, ``False``.
-        channels_last: NHWC memory format for model and batches (faster convolutions on GPUs with
-            AMP and on many CPUs).
-        compile: wrap the model in ``torch.compile`` (slow first epoch, faster afterwards).
-        grad_clip: clip the gradients' global norm to this value.
-        device: default: the best available (CUDA, MPS, CPU); the model is moved there.
-        checkpoint: file written atomically after every epoch (model, optimizer, schedule, RNG
-            states, history); with ``resume=True`` training continues from it when it exists.
-        seed: seed Python, NumPy and torch first (the model is already built: seed before that too).
-        progress: show a tqdm bar per epoch (``TQDM_DISABLE=1`` also turns it off).
-        loss_fn: replaces ``nn.CrossEntropyLoss(label_smoothing=...)``.
+    ``train_data``/``test_data``: a ``DataLoader`` or a :class:`~cnncourse.fastdata.TensorLoader`.
+    ``optimizer``: ``"sgd"`` (Nesterov, ``momentum``), ``"adam"``, ``"adamw"``, a torch optimizer or a
+    callable taking the parameters. ``schedule``: ``None``, ``"step"``, ``"cosine"``, ``"onecycle"``
+    (stepped every batch) or ``(optimizer, total_steps) -> scheduler``. ``label_smoothing``: for the
+    training loss. ``amp``: ``None`` (bf16/fp16 on CUDA, float32 elsewhere), ``"bf16"``, ``"fp16"``,
+    ``False``. ``channels_last``: NHWC model and batches. ``compile``: ``torch.compile``.
+    ``grad_clip``: clip the gradients' global norm. ``device``: default the best available.
+    ``checkpoint``: file written atomically after every epoch; with ``resume=True`` training
+    continues from it exactly. ``seed``: seeds Python, NumPy and torch first (seed before building
+    the model too). ``progress``: a tqdm bar per epoch. ``loss_fn`` replaces cross-entropy.
 
-    Returns the :class:`History`. A NaN or infinite loss raises :class:`TrainingDiverged`.
-    Ctrl-C (KeyboardInterrupt) stops cleanly: the partial history is returned with
-    ``history.interrupted = True``, and the checkpoint holds the last completed epoch.
+    Returns the :class:`History`. A NaN or infinite loss raises :class:`TrainingDiverged`; Ctrl-C
+    returns the finished epochs with ``history.interrupted = True``. Under ``torchrun`` each process
+    trains on its shard with DistributedDataParallel and only rank 0 writes the checkpoint.
     """
-    from cnncourse.utils import get_device, seed_everything
-
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0; got {epochs}")
-    device = get_device(str(device)) if device is not None else get_device()
+    options = dict(optimizer=optimizer if isinstance(optimizer, str) else None, lr=lr, weight_decay=weight_decay,
+                   momentum=momentum, schedule=schedule if isinstance(schedule, str) else None,
+                   label_smoothing=label_smoothing, grad_clip=grad_clip, amp=str(amp), seed=seed)
+    check_options(epochs=epochs, **options)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=PATH (the file to continue from)")
+    if checkpoint is not None and checkpointing is None:
+        raise ImportError("checkpoint=... needs checkpointing.py beside train.py (copy it from cnncourse)")
+    rank, world, device = distributed_setup(_resolve_device(device))
     if seed is not None:
-        seed_everything(seed)
+        _seed_all(seed)
     amp_dtype = resolve_amp(amp, device)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    train_data = _prepare_data(train_data, device)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    train_data = _shard(_prepare_data(train_data, device), rank, world, True, seed or 0) if world > 1 \
+        else _prepare_data(train_data, device)
     if test_data is not None:
         test_data = _prepare_data(test_data, device)
-
-    steps_per_epoch = len(train_data)
-    if steps_per_epoch == 0:
+        test_data = _shard(test_data, rank, world, False, 0) if world > 1 else test_data
+        if len(test_data) == 0 and world == 1:
+            raise ValueError("test_data has no batches: it is empty (check the test split)")
+    if len(train_data) == 0:
         raise ValueError("train_data has no batches (too few images for the batch size with drop_last?)")
     opt = make_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum)
-    scheduler = make_scheduler(opt, schedule, epochs * steps_per_epoch, lr)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    state = TrainState(model, opt, make_scheduler(opt, schedule, epochs * len(train_data), lr),
+                       torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None,
+                       epochs, train_data, options)
+    if resume:
+        checkpointing.resume(state, checkpoint, device, quiet=not progress or rank != 0)
+    step_model = model
+    if world > 1:
+        step_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_model = torch.compile(step_model) if compile else step_model
     criterion = loss_fn if loss_fn is not None else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    history = History()
-    start_epoch = 0
-
-    if checkpoint is not None and resume:
-        if Path(checkpoint).exists():
-            state = load_checkpoint(checkpoint, map_location=device)
-            if state.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{checkpoint} is not a cnncourse training checkpoint")
-            if schedule is not None and state.get("epochs") != epochs:
-                raise ValueError(f"{checkpoint} was made for {state.get('epochs')} epochs with schedule "
-                                 f"{schedule!r}; resume with epochs={state.get('epochs')} (the schedule "
-                                 "depends on the total length)")
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            if scheduler is not None and state.get("scheduler") is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            if scaler is not None and state.get("scaler") is not None:
-                scaler.load_state_dict(state["scaler"])
-            history = History(state["history"])
-            start_epoch = int(state["epoch"])
-            _set_rng_state(state["rng"], train_data)
-            if progress:
-                print(f"Resuming from {checkpoint} after epoch {start_epoch} of {epochs}.", file=sys.stderr)
-        elif progress:
-            print(f"No checkpoint at {checkpoint} yet: starting from scratch.", file=sys.stderr)
-
-    step_model = torch.compile(model) if compile else model
-    check_every = 1 if device.type == "cpu" else 25
-    show = _progress_enabled(progress)
-    bar_class = _progress_bar_class()
-
-    for epoch in range(start_epoch, epochs):
-        if hasattr(train_data, "set_epoch"):
-            train_data.set_epoch(epoch)
-        sampler = getattr(train_data, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        model.train()
-        epoch_lr = opt.param_groups[0]["lr"]
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device, dtype=_sum_dtype(device))
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        first_bad = torch.full((), -1, device=device, dtype=torch.int64)
-        bad_value = torch.zeros((), device=device)
-        step_counter = torch.zeros((), device=device, dtype=torch.int64)
-        seen = 0
-        bar = bar_class(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                   disable=not show, leave=True, dynamic_ncols=True, file=sys.stderr)
-        last_postfix = 0.0
+    advice = dict(lr=lr, grad_clip=grad_clip, amp_dtype=amp_dtype, checkpoint=checkpoint)
+    history, saved = state.history, state.epoch
+    for epoch in range(state.epoch, epochs):
+        for setter in (train_data, getattr(train_data, "sampler", None)):
+            if hasattr(setter, "set_epoch"):
+                setter.set_epoch(epoch)
+        epoch_lr, started = opt.param_groups[0]["lr"], time.perf_counter()
+        monitor = _EpochMonitor(epoch, epochs, len(train_data), _progress_enabled(progress) and rank == 0,
+                                device, advice)
         try:
-            for step, (x, y) in enumerate(train_data):
-                x, y = _to_device(x, y, device, channels_last)
-                with _autocast(device, amp_dtype):
-                    logits = step_model(x)
-                    loss = criterion(logits, y)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    if grad_clip is not None:
-                        scaler.unscale_(opt)
-                        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if grad_clip is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                    opt.step()
-                if scheduler is not None:
-                    scheduler.step()
-                batch = len(y)
-                seen += batch
-                detached = loss.detach()
-                step_counter += 1
-                newly_bad = (~torch.isfinite(detached)) & (first_bad < 0)
-                first_bad = torch.where(newly_bad, step_counter, first_bad)
-                bad_value = torch.where(newly_bad, detached.float(), bad_value)
-                loss_sum += detached.to(loss_sum.dtype) * batch
-                correct += (logits.detach().argmax(1) == y).sum()
-                last = step + 1 == steps_per_epoch
-                if (step + 1) % check_every == 0 or last:
-                    bad = int(first_bad)
-                    if bad >= 0:
-                        raise TrainingDiverged(_diverged_message(
-                            float(bad_value), epoch + 1, bad, epoch * steps_per_epoch + bad, epoch_lr,
-                            amp_dtype, grad_clip, checkpoint))
-                bar.update(1)
-                now = time.perf_counter()
-                if show and (now - last_postfix > 0.5 or last):
-                    last_postfix = now
-                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}",
-                                    acc=f"{float(correct) / seen:.3f}", refresh=False)
+            train = _reduce(train_one_epoch(step_model, train_data, opt, criterion, device=device,
+                                            scheduler=state.scheduler, amp_dtype=amp_dtype, scaler=state.scaler,
+                                            channels_last=channels_last, grad_clip=grad_clip, on_batch=monitor),
+                            world, device)
             train_seconds = time.perf_counter() - started
-            record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / seen,
-                      "train_acc": float(correct) / seen, "test_loss": None, "test_acc": None}
+            record = {"epoch": epoch + 1, "train_loss": train["loss"], "train_acc": train["accuracy"],
+                      "test_loss": None, "test_acc": None}
             if test_data is not None:
-                result = evaluate(model, test_data, device=device, amp=amp_dtype or False,
-                                  channels_last=channels_last)
-                record["test_loss"], record["test_acc"] = result["loss"], result["accuracy"]
-                bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{record['train_acc']:.3f}",
-                                test_acc=f"{record['test_acc']:.3f}", refresh=False)
-            record["lr"] = epoch_lr
-            record["seconds"] = time.perf_counter() - started
-            record["train_images_per_s"] = seen / train_seconds if train_seconds > 0 else None
+                last = epoch + 1 == epochs
+                test = _reduce(evaluate(model, test_data, device, amp_dtype or False, channels_last,
+                                        predictions=last), world, device)
+                record["test_loss"], record["test_acc"] = test["loss"], test["accuracy"]
+                if last:
+                    history.predictions = _gather_predictions(test["predictions"], world)
+            record.update(lr=epoch_lr, seconds=time.perf_counter() - started,
+                          train_images_per_s=train["count"] / train_seconds if train_seconds > 0 else None)
             history.append(record)
+            state.epoch = epoch + 1
+            if checkpoint is not None and rank == 0:
+                checkpointing.save_checkpoint(checkpoint, state.state_dict())
+                saved = state.epoch
         except KeyboardInterrupt:
-            bar.close()
-            history.interrupted = True
-            if checkpoint is None:
-                where = "pass checkpoint=... to be able to resume"
-            elif len(history):
-                where = f"the checkpoint {checkpoint} holds epoch {len(history)}; resume=True continues"
-            else:
-                where = "no epoch was completed, so no checkpoint was written"
-            print(f"\nInterrupted during epoch {epoch + 1}: returning the history of the {len(history)} "
-                  f"completed epoch(s); the model keeps its current weights; {where}.", file=sys.stderr)
-            return history
+            return _interrupted(history, epoch, checkpoint, saved, rank)
         finally:
-            bar.close()
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "epochs": epochs,
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "history": history.to_list(), "rng": _rng_state(train_data),
-            })
+            monitor.close()
     return history

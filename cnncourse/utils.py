@@ -12,21 +12,20 @@ from torch import nn
 
 
 def get_device(preferred: Optional[str] = None) -> torch.device:
-    """Pick a device: ``preferred`` if given, else CUDA, then Apple's MPS, then the CPU."""
-    if preferred not in (None, "auto"):
+    """Pick a device: ``preferred`` if given (and present), else the best one here: the current
+    accelerator (``torch.accelerator``: CUDA, MPS, XPU, ...), else the CPU."""
+    from cnncourse.train import default_device
+    if preferred in (None, "auto"):
+        return default_device()
+    try:
         device = torch.device(preferred)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {preferred!r} was asked for but CUDA is not available here; "
-                             "use --device cpu or leave it out to choose automatically.")
-        if device.type == "mps" and not _mps_available():
-            raise ValueError(f"device {preferred!r} was asked for but MPS is not available here; "
-                             "use --device cpu or leave it out to choose automatically.")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if _mps_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {preferred!r} is not a device name: use auto, cpu, cuda, cuda:1 or mps") from None
+    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": _mps_available()}.get(device.type)
+    if present is False:
+        raise ValueError(f"device {preferred!r} was asked for but {device.type.upper()} is not available here; "
+                         "use --device cpu or leave it out to choose automatically.")
+    return device
 
 
 def _mps_available() -> bool:

@@ -19,7 +19,8 @@ def speed_table(report: dict) -> str:
     hw = report["hardware"]
     commit = report.get("git_commit")
     made = (f"`{report['command']}` at commit {commit[:7]}" if commit else "benchmarks/train_speed.py")
-    lines = [f"Measured with {made} on {hw['cpu']} ({hw['logical_cpus']} logical CPUs, {hw['torch_threads']} torch "
+    features = f", CPU features: {hw['cpu_features']}" if hw.get("cpu_features") else ""
+    lines = [f"Measured with {made} on {hw['cpu']}{features} ({hw['logical_cpus']} logical CPUs, {hw['torch_threads']} torch "
              f"threads, GPU: {hw['gpu']}), torch {hw['torch']}, median of {report['repeats']} runs, warm-up "
              f"excluded; the script's JSON output is [`{SPEED_JSON}`]({SPEED_JSON}):",
              "",

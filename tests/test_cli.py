@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cnncourse.cli import build_parser, main
+from cnncourse.runconfig import TrainConfig
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
@@ -83,16 +84,43 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path, capsys):
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def test_help_lists_every_command_and_option(capsys):
-    with pytest.raises(SystemExit) as exited:
-        main(["--help"])
-    assert exited.value.code == 0
+def test_help_lists_every_command_and_every_setting(capsys):
+    assert main(["--help"]) == 0
     text = capsys.readouterr().out
     for command in ("train", "models", "datasets", "info"):
         assert command in text
-    train_help = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
-    for option in TRAIN_OPTIONS:
+    assert main(["train", "--help"]) == 0
+    train_help = capsys.readouterr().out
+    for option in TRAIN_OPTIONS + tuple("--" + name.replace("_", "-") for name in TrainConfig.names()):
         assert option in train_help, option
+
+
+def test_the_options_are_the_settings_passed_to_fit():
+    """Every option lands in TrainConfig, and every setting fit knows reaches fit."""
+    import inspect
+
+    from cnncourse.train import fit
+    args = build_parser().parse_args(["train", "--model", "resnet20", "--data", "mnist", "--lr", "0.2",
+                                      "--optimizer", "sgd", "--momentum", "0.8", "--weight-decay", "5e-4",
+                                      "--schedule", "step", "--label-smoothing", "0.1", "--grad-clip", "2",
+                                      "--amp", "off", "--channels-last", "--seed", "7", "--epochs", "3"])
+    config = TrainConfig.from_dict(vars(args))
+    kwargs = config.fit_kwargs()
+    assert kwargs == dict(epochs=3, optimizer="sgd", lr=0.2, weight_decay=5e-4, momentum=0.8, schedule="step",
+                          label_smoothing=0.1, amp=False, channels_last=True, compile=False, grad_clip=2.0, seed=7)
+    assert set(kwargs) <= set(inspect.signature(fit).parameters)
+    assert TrainConfig().fit_kwargs()["epochs"] == 10 and TrainConfig(quick=True).fit_kwargs()["epochs"] == 1
+
+
+@pytest.mark.parametrize("size, small_input, kernel", [(32, None, 3), (63, None, 3), (64, None, 7), (32, False, 7),
+                                                       (64, True, 3)])
+def test_the_small_input_stem_is_the_default_below_64_px(size, small_input, kernel):
+    from cnncourse.cli import _build_model
+    from cnncourse.data import dataset_info
+    config = TrainConfig(model="resnet18", data="cifar10", small_input=small_input)
+    with torch.device("meta"):
+        model = _build_model(config, dataset_info("cifar10"), size)
+    assert model.conv1.kernel_size == (kernel, kernel)
 
 
 def test_listings(capsys):
@@ -141,3 +169,157 @@ def test_provenance_dirty_ignores_the_runs_own_folder(tmp_path):
     (repo / "code.py").write_text("x = 2\n")
     assert _git_commit(repo / "results" / "run", folder=repo) == {"commit": head, "dirty": True}
     assert _git_commit(None, folder=tmp_path / "not-a-repo") == {"commit": None, "dirty": None}
+
+
+def test_a_run_keeps_its_weights_and_load_model_checks_them(tmp_path, no_network, capsys):
+    from cnncourse import quick
+    from cnncourse.fastdata import fast_loaders
+    from cnncourse.reference import WeightsError, load_model
+    from cnncourse.train import evaluate
+
+    out = tmp_path / "results" / "demo"
+    assert main(["train", "--model", "resnet20", "--data", "mnist", "--quick", "--epochs", "2", "--out", str(out),
+                 "--no-progress", "--batch-size", "32"]) == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["weights"]["file"] == "model.pt" and len(metrics["weights"]["sha256"]) == 64
+    model = load_model("demo", path=tmp_path / "results")
+    with quick():
+        _, test = fast_loaders("mnist", batch_size=32)
+    assert evaluate(model, test)["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    data = bytearray((out / "model.pt").read_bytes())
+    data[-30] ^= 0xFF
+    (out / "model.pt").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="has been altered: its SHA-256 is"):
+        load_model("demo", path=tmp_path / "results")
+    (out / "model.pt").unlink()
+    with pytest.raises(WeightsError, match="model.pt is missing"):
+        load_model("demo", path=tmp_path / "results")
+
+
+# --------------------------------------------------------------------------------------- resume: refused means unchanged
+def quick_run(out, *extra):
+    return main(["train", "--model", "lenet", "--data", "cifar10", "--quick", "--out", str(out), "--no-progress",
+                 "--batch-size", "50", *extra])
+
+
+def snapshot(out):
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+@pytest.mark.parametrize("first, refused, message", [
+    (["--epochs", "2"], ["--data", "mnist"], "--data mnist (the run used cifar10)"),
+    (["--epochs", "2", "--schedule", "onecycle"], ["--epochs", "1"], "resume with --epochs 2"),
+    (["--epochs", "1"], ["--epochs", "2", "--lr", "0.5", "--weight-decay", "0.1"],
+     "--lr 0.5 (the run used 0.001); --weight-decay 0.1 (the run used 0.0)"),
+    (["--epochs", "1"], ["--seed", "5"], "--seed 5 (the run used 0)"),
+])
+def test_a_refused_resume_changes_nothing_and_the_run_stays_resumable(tmp_path, capsys, first, refused, message):
+    out = tmp_path / "run"
+    assert quick_run(out, *first) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", *refused]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert snapshot(out) == before
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", "--epochs", "3"]
+                if "onecycle" not in first else ["train", "--out", str(out), "--resume", "--no-progress"]) == 0
+
+
+def test_provenance_after_a_resume_describes_what_ran_and_reruns_the_whole_experiment(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert quick_run(out, "--epochs", "1", "--lr", "0.002", "--optimizer", "sgd") == 0
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    provenance = metrics["provenance"]
+    assert provenance["settings"]["lr"] == 0.002 and provenance["settings"]["epochs"] == 2
+    assert [r["lr"] for r in metrics["history"]] == [0.002, 0.002]
+    assert provenance["command"] == (f"cnncourse train --model lenet --data cifar10 --epochs 2 --batch-size 50 "
+                                     f"--lr 0.002 --optimizer sgd --quick --out {out}")
+    assert provenance["argv"][-3:] == ["--epochs", "2", "--no-progress"] and provenance["resumed_from_epoch"] == 1
+    again = build_parser().parse_args(provenance["command"].split()[1:])
+    assert TrainConfig.from_dict(vars(again)).to_dict() == provenance["settings"]
+
+
+# --------------------------------------------------------------------------------------- clear messages, no tracebacks
+@pytest.mark.parametrize("option, message", [
+    (["--batch-size", "0"], "--batch-size must be at least 1; got 0"),
+    (["--image-size", "0"], "--image-size must be at least 1; got 0"),
+    (["--threads", "0"], "--threads must be at least 1; got 0"),
+    (["--label-smoothing", "2"], "--label-smoothing must be in [0, 1) (e.g. 0 or 0.1); got 2.0"),
+    (["--grad-clip", "-1"], "--grad-clip must be a finite number > 0"),
+    (["--lr", "nan"], "--lr must be a finite number > 0 (e.g. 1e-3); got nan"),
+    (["--lr", "-0.1"], "--lr must be a finite number > 0"),
+    (["--momentum", "1.5"], "--momentum must be in [0, 1]"),
+    (["--weight-decay", "-1"], "--weight-decay must be a finite number >= 0"),
+    (["--epochs", "0"], "--epochs must be a whole number >= 1; got 0"),
+    (["--device", "gpu7"], "device 'gpu7' is not a device name"),
+    (["--image-size", "7", "--model", "resnet50"], "--image-size 7 is too small for resnet50: it needs at least 8 px"),
+    (["--model", "resnet20", "--image-size", "2"], "--image-size 2 is too small for resnet20: it needs at least 4 px; "
+                                                   "pass --image-size 4 (or larger)"),
+    (["--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
+])
+def test_bad_values_end_in_one_clear_line_before_anything_is_done(tmp_path, capsys, option, message):
+    out = tmp_path / "run"
+    argv = ["train", "--model", "lenet", "--data", "cifar10", "--quick", "--out", str(out), "--no-progress"]
+    if "--model" in option:
+        argv[2] = option[option.index("--model") + 1]
+        option = [o for i, o in enumerate(option) if o != "--model" and (i == 0 or option[i - 1] != "--model")]
+    assert main(argv + option) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    assert not (out / "metrics.json").exists() and not (out / "run.json").exists()
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    assert quick_run(target) == 2
+    assert "is an existing file, not a folder" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+    (lambda p: p.write_bytes(p.read_bytes()[:1000]), "cannot be read as a checkpoint"),
+    (lambda p: torch.save({"weights": torch.zeros(2)}, p), "is not a cnncourse training checkpoint"),
+    (lambda p: p.write_text("not a checkpoint at all"), "cannot be read as a checkpoint"),
+])
+def test_a_damaged_checkpoint_gets_a_message_not_a_traceback(tmp_path, capsys, damage, message):
+    out = tmp_path / "run"
+    assert quick_run(out) == 0
+    damage(out / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert "delete it" in err
+
+
+def test_a_corrupt_run_json_gets_a_message(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert quick_run(out) == 0
+    (out / "run.json").write_text("{ not json")
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "run.json is damaged" in err and "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    out = tmp_path / "run"
+    assert quick_run(out) == 0
+    (out / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="is empty"):
+        main(["train", "--out", str(out), "--resume", "--no-progress", "--debug"])
+
+
+def test_a_failing_plot_is_a_warning_after_metrics_are_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "confusion.png").mkdir(parents=True)  # a real OS failure when the figure is saved
+    assert quick_run(out) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "confusion.png was not written" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1 and (out / "curves.png").is_file()

@@ -11,7 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cnncourse.fastdata import TensorLoader, fast_loaders, random_crop, rotate
-from cnncourse.train import (History, TrainingDiverged, evaluate, fit, load_checkpoint, make_optimizer,
+from cnncourse.checkpointing import load_checkpoint
+from cnncourse.train import (History, TrainingDiverged, evaluate, fit, make_optimizer,
                              make_scheduler, predict, resolve_amp)
 
 TIMING_COLUMNS = ("seconds", "train_images_per_s")
@@ -365,3 +366,232 @@ def test_fast_loaders_serve_the_quick_samples_with_the_data_sets_statistics():
     expected = (images[:len(y)].float() / 255 - mean[0]) / std[0]
     assert torch.allclose(x, expected, atol=1e-5) and torch.equal(y, labels[:len(y)])
     assert len(train.classes) == 10
+
+
+# --------------------------------------------------------------------------------------- the core, option by option
+def toy_loader(n=64, batch_size=16, shuffle=False, seed=0):
+    images, labels = toy_data(n, seed=seed)
+    return TensorLoader(images, labels, batch_size=batch_size, shuffle=shuffle, mean=(0.2,), std=(0.3,))
+
+
+def test_train_one_epoch_is_the_loop_written_by_hand():
+    from cnncourse.train import train_one_epoch
+    loader = toy_loader()
+
+    def run(by_hand):
+        torch.manual_seed(0)
+        model = small_cnn(size=12, classes=4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
+        if not by_hand:
+            return model, train_one_epoch(model, loader, optimizer, loss_fn)
+        model.train()
+        total, correct, count = 0.0, 0, 0
+        for x, y in loader:
+            optimizer.zero_grad()
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            count += len(y)
+        return model, {"loss": total / count, "accuracy": correct / count, "count": count}
+
+    (model_a, a), (model_b, b) = run(True), run(False)
+    assert a == b
+    assert all(torch.equal(p, q) for p, q in zip(model_a.parameters(), model_b.parameters()))
+
+
+def test_label_smoothing_is_in_the_training_loss():
+    def first_loss(smoothing):
+        torch.manual_seed(0)
+        model = small_cnn(size=12, classes=4)
+        expected = []
+        with torch.no_grad():
+            for x, y in toy_loader():
+                expected.append(nn.functional.cross_entropy(model(x), y, label_smoothing=smoothing).item() * len(y))
+        history = fit(model, toy_loader(), epochs=1, optimizer="sgd", momentum=0.0, lr=1e-12,
+                      label_smoothing=smoothing, device="cpu", progress=False)
+        return history.train_loss[0], sum(expected) / 64
+
+    for smoothing in (0.0, 0.3):
+        recorded, expected = first_loss(smoothing)
+        assert recorded == pytest.approx(expected, rel=1e-5)
+    assert first_loss(0.3)[0] != pytest.approx(first_loss(0.0)[0], rel=1e-3)
+
+
+def gradient_norms(grad_clip):
+    torch.manual_seed(0)
+    model = small_cnn(size=12, classes=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    norms = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: norms.append(
+        torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item()))
+    fit(model, toy_loader(), epochs=1, optimizer=optimizer, grad_clip=grad_clip, device="cpu", progress=False)
+    return norms
+
+
+def test_gradient_clipping_bounds_the_norm_the_optimizer_sees():
+    unclipped, clipped = gradient_norms(None), gradient_norms(0.05)
+    assert len(clipped) == 4 and min(unclipped) > 0.05
+    assert max(clipped) == pytest.approx(0.05, rel=1e-4)
+
+
+def test_channels_last_reaches_the_forward_pass():
+    images, labels = toy_data(32)
+    plain = DataLoader(TensorDataset(images.float().expand(-1, 3, -1, -1) / 255, labels), batch_size=16)
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = small_cnn(channels=3, size=12, classes=4)
+        seen = []
+        model[0].register_forward_pre_hook(lambda module, args: seen.append(
+            (args[0].is_contiguous(memory_format=torch.channels_last),
+             module.weight.is_contiguous(memory_format=torch.channels_last))))
+        fit(model, plain, epochs=1, channels_last=channels_last, device="cpu", progress=False)
+        assert seen and set(seen) == {(channels_last, channels_last)}, channels_last
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_weight_decay_reaches_the_optimizer(tmp_path, name):
+    checkpoint = tmp_path / f"{name}.pt"
+    fit(small_cnn(size=12, classes=4), toy_loader(32), epochs=1, optimizer=name, weight_decay=0.05, lr=0.01,
+        checkpoint=checkpoint, device="cpu", progress=False)
+    groups = load_checkpoint(checkpoint)["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.05]
+
+
+def test_the_seed_decides_the_run():
+    images, labels = toy_data(64)
+
+    def run(seed):
+        torch.manual_seed(0)
+        loader = DataLoader(TensorDataset(images.float() / 255, labels), batch_size=16, shuffle=True)
+        return without_timing(fit(small_cnn(size=12, classes=4, dropout=0.5), loader, epochs=2, seed=seed,
+                                  device="cpu", progress=False))
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
+
+
+class RandomScale(nn.Module):
+    """A model whose forward pass draws from Python's or NumPy's random numbers (like some augmentations)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.source, self.linear = source, nn.Linear(144, 4)
+
+    def forward(self, x):
+        import random
+        draw = random.random() if self.source == "python" else float(np.random.rand())
+        return self.linear(x.flatten(1)) * (1 + draw)
+
+
+@pytest.mark.parametrize("source", ["python", "numpy"])
+def test_resume_restores_python_and_numpy_random_numbers(tmp_path, source):
+    loader = toy_loader(64, shuffle=True)
+
+    def run(checkpoint=None, resume=False, loss_fn=None):
+        torch.manual_seed(0)
+        model = RandomScale(source)
+        return fit(model, loader, epochs=2, seed=3, lr=0.01, checkpoint=checkpoint, resume=resume,
+                   loss_fn=loss_fn, device="cpu", progress=False)
+
+    reference = run()
+    checkpoint = tmp_path / "ck.pt"
+    assert len(run(checkpoint, loss_fn=InterruptAtCall(4 + 2))) == 1
+    assert without_timing(run(checkpoint, resume=True)) == without_timing(reference)
+
+
+def test_the_schedule_sets_each_epochs_learning_rate():
+    history = fit(small_cnn(size=12, classes=4), toy_loader(64), epochs=4, optimizer="sgd", lr=0.1,
+                  schedule="step", device="cpu", progress=False)
+    assert history.lr == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    constant = fit(small_cnn(size=12, classes=4), toy_loader(64), epochs=2, optimizer="sgd", lr=0.1,
+                   device="cpu", progress=False)
+    assert constant.lr == [0.1, 0.1]
+
+
+def test_evaluation_runs_in_eval_mode_and_restores_the_mode():
+    torch.manual_seed(0)
+    model = small_cnn(size=12, classes=4, dropout=0.9).train()
+    loader = toy_loader(64)
+    x = torch.cat([b[0] for b in loader])
+    y = torch.cat([b[1] for b in loader])
+    with torch.no_grad():
+        expected = (model.eval()(x).argmax(1) == y).float().mean().item()
+    model.train()
+    results = {evaluate(model, loader)["accuracy"] for _ in range(3)}
+    assert all(r == pytest.approx(expected) for r in results) and model.training
+    history = fit(model, loader, loader, epochs=1, optimizer="sgd", lr=1e-12, momentum=0.0, device="cpu",
+                  progress=False)
+    assert history.test_acc[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_fit_keeps_the_last_epochs_test_predictions():
+    torch.manual_seed(0)
+    model = small_cnn(size=12, classes=4)
+    loader = toy_loader(64)
+    history = fit(model, loader, loader, epochs=2, device="cpu", progress=False)
+    again = predict(model, loader)
+    assert torch.equal(history.predictions.preds, again.preds) and torch.equal(history.predictions.labels,
+                                                                               again.labels)
+    assert (history.predictions.preds == history.predictions.labels).float().mean().item() == \
+        pytest.approx(history.test_acc[-1])
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("grad_clip", -1.0, "grad_clip must be a finite number > 0"),
+    ("grad_clip", 0.0, "grad_clip must be a finite number > 0"),
+    ("lr", float("nan"), "lr must be a finite number > 0"),
+    ("lr", 0.0, "lr must be a finite number > 0"),
+    ("lr", float("inf"), "lr must be a finite number > 0"),
+    ("weight_decay", -0.1, "weight_decay must be a finite number >= 0"),
+    ("momentum", 1.5, "momentum must be in [0, 1]"),
+    ("label_smoothing", 1.0, "label_smoothing must be in [0, 1)"),
+    ("label_smoothing", 2, "label_smoothing must be in [0, 1)"),
+    ("epochs", 0, "epochs must be a whole number >= 1"),
+    ("device", "gpu7", "device 'gpu7' is not a device name"),
+])
+def test_fit_refuses_values_that_would_train_wrongly(option, value, message):
+    model = small_cnn(size=12, classes=4)
+    before = [p.clone() for p in model.parameters()]
+    kwargs = {"epochs": 1, "device": "cpu", option: value}
+    with pytest.raises(ValueError) as caught:
+        fit(model, toy_loader(32), progress=False, **kwargs)
+    assert message in str(caught.value)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # nothing trained
+
+
+def test_resume_without_a_checkpoint_path_and_an_empty_test_set_are_refused_before_training():
+    model = small_cnn(size=12, classes=4)
+    with pytest.raises(ValueError, match="resume=True needs checkpoint"):
+        fit(model, toy_loader(32), epochs=1, resume=True, device="cpu", progress=False)
+    empty = TensorLoader(torch.zeros(0, 1, 12, 12, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
+    loss = InterruptAtCall(10 ** 9)
+    with pytest.raises(ValueError, match="test_data has no batches"):
+        fit(model, toy_loader(32), empty, epochs=1, loss_fn=loss, device="cpu", progress=False)
+    assert loss.calls == 0
+
+
+def test_bf16_on_a_cpu_without_native_support_says_so(monkeypatch):
+    import cnncourse.train as train_module
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match=r"no native bfloat16 \(no AVX-512 BF16, no AMX\).*10x slower.*--amp off"):
+        assert resolve_amp("bf16", torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_amp("bf16", torch.device("cpu"))
+
+
+def test_native_bf16_detection_agrees_with_the_cpu_flags():
+    from pathlib import Path
+
+    from cnncourse.train import cpu_has_native_bf16
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or "flags" not in cpuinfo.read_text():
+        pytest.skip("no /proc/cpuinfo flags on this system")
+    flags = set(cpuinfo.read_text().split())
+    assert cpu_has_native_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)

@@ -170,7 +170,7 @@ print("the full training set:", -(-50_000 // BATCH_SIZE), "batches per epoch")
 model = LeNet(num_classes=10, in_channels=3, image_size=32)
 print(model)
 side = ((32 - 4) // 2 - 4) // 2
-print(f"flattened width: 16 * {side} * {side} = {16 * side * side}, the model uses {model.num_features}")
+print(f"flattened width: 16 * {side} * {side} = {16 * side * side}, the model uses {model.flat_features}")
 t = torch.zeros(2, 3, 32, 32)
 steps = [("conv1 + bn1 + relu", lambda t: F.relu(model.bn1(model.conv1(t)))), ("pool", model.pool),
          ("conv2 + bn2 + relu", lambda t: F.relu(model.bn2(model.conv2(t)))), ("pool", model.pool),
