@@ -52,7 +52,9 @@ def _ctrl_c_deferred():
     finally:
         signal.signal(signal.SIGINT, previous)
     if caught:
-        raise KeyboardInterrupt
+        stop = KeyboardInterrupt()
+        stop.after_write = True  # the block (a checkpoint write) was finished before stopping
+        raise stop
 
 
 def _temporary(path: Path) -> Path:
@@ -84,8 +86,12 @@ def atomic_write(path: PathLike, data: Union[bytes, Callable[[Any], None]]) -> P
 
 
 def _no_space(error: BaseException) -> bool:
-    return getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error) \
-        or "file write failed" in str(error)
+    """True when ``error`` or one it arose from is ENOSPC (torch.save wraps it in a RuntimeError)."""
+    while error is not None:
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> Path:

@@ -458,7 +458,8 @@ def for_command_line(message: str) -> str:
             (r"pass root=\.\.\. or set CNNCOURSE_DATA", "pass --data-root DIR or set CNNCOURSE_DATA"),
             (r"root=\.\.\.", "--data-root DIR"),
             (r"set CNNCOURSE_QUICK=1 \(or cnncourse\.set_quick_mode\(True\)\)", "add --quick"),
-            (r"pass image_size=\S+", "pass --image-size S"), (r"image_size=\.\.\.", "--image-size S"),
+            (r"image_size=\.\.\. \(on the command line (--image-size[^)]*)\)", r"\1"),
+            (r"image_size=(\d+)", r"--image-size \1"), (r"image_size=\.\.\.", "--image-size S"),
             (r"resume=True", "--resume"), (r"epochs=(\d+)", r"--epochs \1")):
         message = re.sub(pattern, replacement, message)
     return message

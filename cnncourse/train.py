@@ -417,8 +417,9 @@ class TrainState:
         if self.scheduler is not None and state["epochs"] != self.epochs:
             raise ValueError(f"it was made for {state['epochs']} epochs with a learning-rate schedule, which "
                              f"depends on the total length: resume with epochs={state['epochs']}")
+        unknown = [k for k in ("optimizer", "seed") if self.options.get(k) is None]  # an object, or not given
         changed = [f"{k}={self.options.get(k)!r} (the run used {v!r})" for k, v in state.get("options", {}).items()
-                   if k in self.options and self.options[k] != v]
+                   if k in self.options and k not in unknown and self.options[k] != v]
         if changed:
             raise ValueError("a resumed run keeps its settings, but these differ: " + ", ".join(changed)
                              + "; resume with the run's own settings, or start a new run")
@@ -650,7 +651,7 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
     trains on its shard with DistributedDataParallel and only rank 0 writes the checkpoint.
     """
     options = dict(optimizer=optimizer if isinstance(optimizer, str) else None, lr=lr, weight_decay=weight_decay,
-                   momentum=momentum, schedule=schedule if isinstance(schedule, str) else None,
+                   momentum=momentum, schedule=schedule if schedule is None or isinstance(schedule, str) else "custom",
                    label_smoothing=label_smoothing, grad_clip=grad_clip, amp=str(amp), seed=seed)
     check_options(epochs=epochs, **options)
     if resume and checkpoint is None:
@@ -713,8 +714,9 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
             if checkpoint is not None and rank == 0:
                 checkpointing.save_checkpoint(checkpoint, state.state_dict())
                 saved = state.epoch
-        except KeyboardInterrupt:
-            return _interrupted(history, epoch, checkpoint, saved, rank)
+        except KeyboardInterrupt as stop:  # a Ctrl-C held back during a checkpoint write counts that write
+            return _interrupted(history, epoch, checkpoint, state.epoch if getattr(stop, "after_write", False)
+                                else saved, rank)
         finally:
             monitor.close()
     return history

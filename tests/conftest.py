@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,36 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     yield
+
+
+class Mounts:
+    """Real small file systems (tmpfs) for fault tests: a full disk or a read-only folder is the
+    kernel's own failure, not one our code raises. Needs root (CAP_SYS_ADMIN); skips otherwise."""
+
+    def __init__(self, base: Path) -> None:
+        self.base, self.mounted = base, []
+
+    def mount(self, size: str = "64m") -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small file system needs root (CAP_SYS_ADMIN)")
+        folder = self.base / f"fs{len(self.mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"mounting is not permitted here: {done.stderr.strip()}")
+        self.mounted.append(folder)
+        return folder
+
+    def read_only(self, folder: Path) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    m = Mounts(tmp_path)
+    try:
+        yield m
+    finally:
+        for folder in reversed(m.mounted):
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)

@@ -323,3 +323,65 @@ def test_a_failing_plot_is_a_warning_after_metrics_are_written(tmp_path, capsys)
     assert "warning" in err and "confusion.png was not written" in err
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 1 and (out / "curves.png").is_file()
+
+
+# --------------------------------------------------------------------------------------- unusable image folders
+def write_png(path, size=(8, 8), colour=(200, 30, 30)):
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def image_folder(root, per_class=4, classes=("cat", "dog")):
+    for name in classes:
+        for i in range(per_class):
+            write_png(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda root: (root / "cat" / "0.png").write_bytes((root / "cat" / "0.png").read_bytes()[:40]), "0.png"),
+    (lambda root: (root / "dog" / "1.png").write_bytes(b"this is not an image"), "1.png"),
+    (lambda root: [p.unlink() for p in (root / "dog").iterdir()], "dog"),
+    (lambda root: write_png(root / "cat" / "big.png", size=(12, 12)), "--image-size"),
+    (lambda root: write_png(root / "bird" / "0.png"), "bird"),
+])
+def test_an_unusable_image_folder_gets_a_message_not_a_traceback(tmp_path, capsys, spoil, message):
+    root = image_folder(tmp_path / "pictures")
+    spoil(root)
+    status = main(["train", "--model", "resnet20", "--data", str(root), "--epochs", "1", "--out",
+                   str(tmp_path / "run"), "--no-progress", "--batch-size", "4"])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_no_class_folders_gets_a_message(tmp_path, capsys):
+    root = tmp_path / "flat"
+    write_png(root / "a.png")
+    assert main(["train", "--model", "resnet20", "--data", str(root), "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "class" in err, err
+
+
+def test_python_advice_is_translated_for_the_command_line():
+    from cnncourse.cli import for_command_line
+    text = ("Delete it and call get_dataset('galaxy10') again to download it afresh; pass root=... or set "
+            "CNNCOURSE_DATA to use another folder. Or set CNNCOURSE_QUICK=1 (or cnncourse.set_quick_mode(True)) "
+            "to use the small bundled samples; or pass image_size=64.")
+    assert for_command_line(text) == (
+        "Delete it and run the same cnncourse train command again to download it afresh; pass --data-root DIR or "
+        "set CNNCOURSE_DATA to use another folder. Or add --quick to use the small bundled samples; or pass "
+        "--image-size 64.")
+
+
+def test_a_damaged_galaxy_file_under_the_command_gives_command_line_advice(tmp_path, capsys, no_network):
+    folder = tmp_path / "data" / "galaxy10"
+    folder.mkdir(parents=True)
+    (folder / "Galaxy10_DECals.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    status = main(["train", "--model", "resnet20", "--data", "galaxy10", "--data-root", str(tmp_path / "data"),
+                   "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err, err
+    assert "get_dataset(" not in err and "root=..." not in err, err

@@ -715,24 +715,10 @@ def test_galaxy10_labels_out_of_range_are_refused_on_opening(bad_label, tmp_path
 
 
 @pytest.fixture
-def read_only_mount(tmp_path):
+def read_only_mount(mounts):
     """A real read-only file system (tmpfs remounted read-only): the owner's permissions do not help, even root's."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only file system needs root (CAP_SYS_ADMIN)")
-    folder = tmp_path / "mounted"
-    folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mounting is not permitted here: {done.stderr.strip()}")
-
-    def make_read_only() -> None:
-        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
-
-    try:
-        yield folder, make_read_only
-    finally:
-        subprocess.run(["umount", str(folder)], capture_output=True)
+    folder = mounts.mount("64m")
+    return folder, lambda: mounts.read_only(folder)
 
 
 def test_read_only_data_folder_is_not_called_corrupted(read_only_mount, shared_datasets, no_network):

@@ -595,3 +595,26 @@ def test_native_bf16_detection_agrees_with_the_cpu_flags():
         pytest.skip("no /proc/cpuinfo flags on this system")
     flags = set(cpuinfo.read_text().split())
     assert cpu_has_native_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def test_a_refused_resume_changes_neither_the_model_nor_the_checkpoint(tmp_path):
+    checkpoint = tmp_path / "ck.pt"
+    fit(small_cnn(size=12, classes=4), toy_loader(32), epochs=1, optimizer="adam", checkpoint=checkpoint,
+        device="cpu", progress=False)
+    saved = checkpoint.read_bytes()
+    cases = [
+        (dict(optimizer="sgd"), 4, r"optimizer='sgd' \(the run used 'adam'\)"),
+        (dict(lr=0.5), 4, r"lr=0.5 \(the run used 0.001\)"),
+        (dict(optimizer=lambda params: torch.optim.SGD(params, lr=0.1)), 4, "holds a Adam optimizer, not a SGD"),
+        (dict(), 5, "weights of a different model"),
+    ]
+    for kwargs, classes, message in cases:
+        model = small_cnn(size=12, classes=classes)
+        before = [p.clone() for p in model.parameters()]
+        with pytest.raises(ValueError, match=message):
+            fit(model, toy_loader(32), epochs=2, checkpoint=checkpoint, resume=True, device="cpu", progress=False,
+                **kwargs)
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+        assert checkpoint.read_bytes() == saved
+    assert len(fit(small_cnn(size=12, classes=4), toy_loader(32), epochs=2, checkpoint=checkpoint, resume=True,
+                   device="cpu", progress=False)) == 2
