@@ -335,9 +335,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         import json
         import shlex
 
-        from cnncourse.cli import _git_commit
+        from cnncourse.cli import git_commit
 
-        git = _git_commit(args.json.parent)
+        git = git_commit(args.json.parent)
         command = "python benchmarks/train_speed.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
         args.json.write_text(json.dumps({"hardware": info, "device": str(device), "steps": args.steps,
                                          "repeats": args.repeats, "command": command.strip(),

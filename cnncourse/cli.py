@@ -99,10 +99,14 @@ def _version() -> str:
         return "unknown"
 
 
-def _git_commit(out: Optional[Path] = None, folder: Optional[Path] = None) -> Dict[str, Optional[object]]:
+RUN_OUTPUTS = ("metrics.json", "run.json", "curves.png", "confusion.png", WEIGHTS_FILE)
+
+
+def git_commit(out: Optional[Path] = None, folder: Optional[Path] = None) -> Dict[str, Optional[object]]:
     """Commit of the git checkout holding cnncourse, if any, and whether its tracked files differ from
-    it. Changes inside ``out`` (the run's own folder, e.g. results/<name> being re-recorded) do not
-    count: they are this run's outputs, not a change to the code that made them."""
+    it. Run outputs do not count: anything inside ``out`` (the run's own folder, e.g. results/<name>
+    being re-recorded) and the output files of other runs (metrics.json, run.json, the plots, the
+    weights, e.g. of a run going on beside this one) are results, not a change to the code."""
     folder = Path(__file__).resolve().parent if folder is None else Path(folder)
     try:
         commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True,
@@ -114,6 +118,7 @@ def _git_commit(out: Optional[Path] = None, folder: Optional[Path] = None) -> Di
         status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
                                 capture_output=True, text=True, timeout=10)
         changed = [line[3:].strip('"') for line in status.stdout.splitlines() if line.strip()]
+        changed = [name for name in changed if Path(name).name not in RUN_OUTPUTS]
         if out is not None and top:
             own = Path(out).resolve()
             changed = [name for name in changed if not (Path(top) / name).resolve().is_relative_to(own)]
@@ -345,7 +350,7 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     _check_out(out)
-    started, git = time.time(), _git_commit(out)
+    started, git = time.time(), git_commit(out)
 
     from cnncourse import config as course_config
     if config.quick:

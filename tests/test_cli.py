@@ -148,27 +148,29 @@ def test_python_dash_m_cnncourse_trains_in_a_fresh_process(tmp_path):
 
 
 @pytest.mark.skipif(subprocess.run(["git", "--version"], capture_output=True).returncode != 0, reason="git missing")
-def test_provenance_dirty_ignores_the_runs_own_folder(tmp_path):
-    """Re-recording results/<name> changes tracked files inside the run's folder: that is the run's
-    output, not a change to the code, so the provenance stays clean; a changed source file does not."""
-    from cnncourse.cli import _git_commit
+def test_provenance_dirty_ignores_run_outputs(tmp_path):
+    """Re-recording results/<name> changes tracked files inside the run's folder, and a run going on beside
+    it changes its own metrics.json: those are results, not a change to the code, so the provenance stays
+    clean; a changed source file does not."""
+    from cnncourse.cli import git_commit
 
     repo = tmp_path / "repo"
-    (repo / "results" / "run").mkdir(parents=True)
-    (repo / "code.py").write_text("x = 1\n")
-    (repo / "results" / "run" / "metrics.json").write_text("{}\n")
+    for name in ("results/run/metrics.json", "results/run/notes.txt", "results/other/run.json", "code.py"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("1\n")
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(git[:3] + ["init", "-q"], check=True)
     subprocess.run(git + ["add", "."], check=True)
     subprocess.run(git + ["commit", "-qm", "start"], check=True)
     head = subprocess.run(git[:3] + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 
-    (repo / "results" / "run" / "metrics.json").unlink()
-    assert _git_commit(repo / "results" / "run", folder=repo) == {"commit": head, "dirty": False}
-    assert _git_commit(None, folder=repo)["dirty"] is True
-    (repo / "code.py").write_text("x = 2\n")
-    assert _git_commit(repo / "results" / "run", folder=repo) == {"commit": head, "dirty": True}
-    assert _git_commit(None, folder=tmp_path / "not-a-repo") == {"commit": None, "dirty": None}
+    (repo / "results" / "run" / "notes.txt").unlink()  # inside the run's own folder
+    (repo / "results" / "other" / "run.json").write_text("2\n")  # another run's output
+    assert git_commit(repo / "results" / "run", folder=repo) == {"commit": head, "dirty": False}
+    assert git_commit(None, folder=repo)["dirty"] is True  # notes.txt is not a run output
+    (repo / "code.py").write_text("2\n")
+    assert git_commit(repo / "results" / "run", folder=repo) == {"commit": head, "dirty": True}
+    assert git_commit(None, folder=tmp_path / "not-a-repo") == {"commit": None, "dirty": None}
 
 
 def test_a_run_keeps_its_weights_and_load_model_checks_them(tmp_path, no_network, capsys):
