@@ -86,6 +86,18 @@ def load_model(name: str, path: Optional[PathLike] = None, device="cpu"):
     return model.to(device).eval()
 
 
+def recorded_figure(name: str, figure: str = "confusion", path: Optional[PathLike] = None):
+    """The figure a recorded run drew (``"confusion"`` or ``"curves"``: ``results/<name>/<figure>.png``),
+    to display in a notebook; it shows the full-data run, not a live quick one."""
+    from IPython.display import Image
+
+    file = results_dir(path) / name / f"{figure}.png"
+    if not file.is_file():
+        load_result(name, path)  # names the recorded runs when ``name`` is unknown
+        raise FileNotFoundError(f"{file} does not exist: the run {name!r} drew no {figure} figure")
+    return Image(filename=str(file))
+
+
 def hardware(metrics: dict) -> str:
     """Where a run ran, in a few words: the GPU's name, or the CPU's and its core count."""
     prov = metrics["provenance"]

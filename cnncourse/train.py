@@ -513,6 +513,20 @@ def _shard(loader, rank: int, world: int, train: bool, seed: int):
     return DataLoader(Subset(loader.dataset, range(rank, len(loader.dataset), world)), **options)
 
 
+def _place(train_data, test_data, device: torch.device, rank: int, world: int, seed: int):
+    """The loaders on ``device``, each process's shard of them under torchrun, refused when empty."""
+    train_data = _prepare_data(train_data, device)
+    train_data = _shard(train_data, rank, world, True, seed) if world > 1 else train_data
+    if len(train_data) == 0:
+        raise ValueError("train_data has no batches (too few images for the batch size with drop_last?)")
+    if test_data is not None:
+        test_data = _prepare_data(test_data, device)
+        test_data = _shard(test_data, rank, world, False, 0) if world > 1 else test_data
+        if len(test_data) == 0 and world == 1:
+            raise ValueError("test_data has no batches: it is empty (check the test split)")
+    return train_data, test_data
+
+
 def _reduce(result: Dict[str, Any], world: int, device: torch.device) -> Dict[str, Any]:
     """Loss and accuracy over all processes, weighted by their image counts."""
     if world == 1:
@@ -663,15 +677,7 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
         _seed_all(seed)
     amp_dtype = resolve_amp(amp, device)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    train_data = _shard(_prepare_data(train_data, device), rank, world, True, seed or 0) if world > 1 \
-        else _prepare_data(train_data, device)
-    if test_data is not None:
-        test_data = _prepare_data(test_data, device)
-        test_data = _shard(test_data, rank, world, False, 0) if world > 1 else test_data
-        if len(test_data) == 0 and world == 1:
-            raise ValueError("test_data has no batches: it is empty (check the test split)")
-    if len(train_data) == 0:
-        raise ValueError("train_data has no batches (too few images for the batch size with drop_last?)")
+    train_data, test_data = _place(train_data, test_data, device, rank, world, seed or 0)
     opt = make_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum)
     state = TrainState(model, opt, make_scheduler(opt, schedule, epochs * len(train_data), lr),
                        torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None,
