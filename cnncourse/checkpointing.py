@@ -120,7 +120,7 @@ def load_checkpoint(path: PathLike, map_location=None) -> Dict[str, Any]:
         reason = error
     except Exception as error:  # EOFError, zip errors, a pickle that weights_only refuses...
         reason = error
-    detail = str(reason).strip().splitlines()[0] if str(reason).strip() else "the file ends too early"
+    detail = str(reason).strip().splitlines()[0].split(". ")[0] if str(reason).strip() else "the file ends too early"
     raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(reason).__name__}: {detail}): it is "
                           "truncated, damaged or not a cnncourse checkpoint; delete it to start again")
 
