@@ -234,7 +234,7 @@ def _resolve(given: dict) -> Tuple[TrainConfig, Path, Optional[dict]]:
                if k not in RESUMABLE and getattr(config, k) != v]
     if changed:
         raise UsageError("--resume continues a run with its own settings, but these options would change it: "
-                         + "; ".join(changed) + f". Start a new run (another --out) to change them; only "
+                         + "; ".join(changed) + ". Start a new run (another --out) to change them; only "
                          + ", ".join("--" + n.replace("_", "-") for n in RESUMABLE) + " may be given again")
     config.epochs = int(state.get("epochs", config.resolved_epochs()))
     for key in RESUMABLE:
@@ -355,14 +355,15 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cnncourse import config as course_config
     if config.quick:
         course_config.set_quick_mode(True)
-    from cnncourse.train import TrainingDiverged, distributed_setup, fit
+    from cnncourse.parallel import setup as parallel_setup
+    from cnncourse.train import TrainingDiverged, fit
     from cnncourse.utils import count_parameters, get_device, seed_everything
 
     if config.threads:
         import torch
         torch.set_num_threads(int(config.threads))
     try:
-        rank, world, device = distributed_setup(get_device(config.device))
+        rank, world, device = parallel_setup(get_device(config.device))
     except ValueError as error:
         raise UsageError(str(error)) from None
     seed_everything(config.seed)

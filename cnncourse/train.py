@@ -30,17 +30,21 @@ import numpy as np
 import torch
 from torch import nn
 
-try:  # the companion module: inside the package, or copied beside this file
-    from . import checkpointing
+try:  # the companion modules: inside the package, or copied beside this file
+    from . import checkpointing, parallel
 except ImportError:
     try:
         import checkpointing  # type: ignore[no-redef]
     except ImportError:
         checkpointing = None  # type: ignore[assignment]
+    try:
+        import parallel  # type: ignore[no-redef]
+    except ImportError:
+        parallel = None  # type: ignore[assignment]
 
 __all__ = ["History", "TrainState", "TrainingDiverged", "train_one_epoch", "evaluate", "predict", "fit",
            "Predictions", "make_optimizer", "make_scheduler", "resolve_amp", "check_options",
-           "default_device", "cpu_has_native_bf16", "distributed_setup", "OPTIMIZERS", "SCHEDULES"]
+           "default_device", "cpu_has_native_bf16", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = (None, "step", "cosine", "onecycle")
@@ -479,74 +483,23 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# --------------------------------------------------------------------------------------- several processes
-def distributed_setup(device=None):
-    """``(rank, world_size, device)``; under ``torchrun`` (``WORLD_SIZE`` > 1) this also joins the
-    process group (gloo on CPUs, nccl on CUDA, one GPU per process by ``LOCAL_RANK``)."""
-    device = torch.device(device) if device is not None else default_device()
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1, device
-    import torch.distributed as dist
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def _shard(loader, rank: int, world: int, train: bool, seed: int):
-    """This process's part of ``loader``: every epoch split across processes (training: padded to equal
-    length, as DistributedSampler does; test: each image exactly once)."""
-    if hasattr(loader, "world_size"):  # the fast path shards itself
-        loader.rank, loader.world_size = rank, world
-        return loader
-    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
-    if not isinstance(loader, DataLoader):
-        raise ValueError("under torchrun, fit needs a DataLoader or a cnncourse TensorLoader to split the data")
-    options = dict(batch_size=loader.batch_size, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-                   pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn)
-    if train:
-        sampler = DistributedSampler(loader.dataset, world, rank, shuffle=isinstance(loader.sampler, RandomSampler),
-                                     seed=seed)
-        return DataLoader(loader.dataset, sampler=sampler, drop_last=loader.drop_last, **options)
-    return DataLoader(Subset(loader.dataset, range(rank, len(loader.dataset), world)), **options)
+def _all(result: Dict[str, Any], world: int, device: torch.device) -> Dict[str, Any]:
+    """``result`` over all processes under torchrun; unchanged in a single process."""
+    return parallel.reduce(result, world, device) if world > 1 else result
 
 
 def _place(train_data, test_data, device: torch.device, rank: int, world: int, seed: int):
     """The loaders on ``device``, each process's shard of them under torchrun, refused when empty."""
     train_data = _prepare_data(train_data, device)
-    train_data = _shard(train_data, rank, world, True, seed) if world > 1 else train_data
+    train_data = parallel.shard(train_data, rank, world, True, seed) if world > 1 else train_data
     if len(train_data) == 0:
         raise ValueError("train_data has no batches (too few images for the batch size with drop_last?)")
     if test_data is not None:
         test_data = _prepare_data(test_data, device)
-        test_data = _shard(test_data, rank, world, False, 0) if world > 1 else test_data
+        test_data = parallel.shard(test_data, rank, world, False, 0) if world > 1 else test_data
         if len(test_data) == 0 and world == 1:
             raise ValueError("test_data has no batches: it is empty (check the test split)")
     return train_data, test_data
-
-
-def _reduce(result: Dict[str, Any], world: int, device: torch.device) -> Dict[str, Any]:
-    """Loss and accuracy over all processes, weighted by their image counts."""
-    if world == 1:
-        return result
-    import torch.distributed as dist
-    count = result["count"]
-    sums = torch.tensor([result["loss"] * count, round(result["accuracy"] * count), count],
-                        dtype=torch.float64, device=device)
-    dist.all_reduce(sums)
-    return {**result, "loss": float(sums[0] / sums[2]), "accuracy": float(sums[1] / sums[2]), "count": int(sums[2])}
-
-
-def _gather_predictions(predictions: Predictions, world: int) -> Predictions:
-    if world == 1:
-        return predictions
-    import torch.distributed as dist
-    parts: List[Any] = [None] * world
-    dist.all_gather_object(parts, (predictions.logits, predictions.labels))
-    logits = torch.cat([p[0] for p in parts])
-    return Predictions(logits, logits.argmax(1), torch.cat([p[1] for p in parts]))
 
 
 # --------------------------------------------------------------------------------------- around the core
@@ -672,7 +625,10 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
         raise ValueError("resume=True needs checkpoint=PATH (the file to continue from)")
     if checkpoint is not None and checkpointing is None:
         raise ImportError("checkpoint=... needs checkpointing.py beside train.py (copy it from cnncourse)")
-    rank, world, device = distributed_setup(_resolve_device(device))
+    device = _resolve_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and parallel is None:
+        raise ImportError("training under torchrun needs parallel.py beside train.py (copy it from cnncourse)")
+    rank, world, device = parallel.setup(device) if parallel is not None else (0, 1, device)
     if seed is not None:
         _seed_all(seed)
     amp_dtype = resolve_amp(amp, device)
@@ -699,7 +655,7 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
         monitor = _EpochMonitor(epoch, epochs, len(train_data), _progress_enabled(progress) and rank == 0,
                                 device, advice)
         try:
-            train = _reduce(train_one_epoch(step_model, train_data, opt, criterion, device=device,
+            train = _all(train_one_epoch(step_model, train_data, opt, criterion, device=device,
                                             scheduler=state.scheduler, amp_dtype=amp_dtype, scaler=state.scaler,
                                             channels_last=channels_last, grad_clip=grad_clip, on_batch=monitor),
                             world, device)
@@ -708,11 +664,12 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
                       "test_loss": None, "test_acc": None}
             if test_data is not None:
                 last = epoch + 1 == epochs
-                test = _reduce(evaluate(model, test_data, device, amp_dtype or False, channels_last,
+                test = _all(evaluate(model, test_data, device, amp_dtype or False, channels_last,
                                         predictions=last), world, device)
                 record["test_loss"], record["test_acc"] = test["loss"], test["accuracy"]
                 if last:
-                    history.predictions = _gather_predictions(test["predictions"], world)
+                    history.predictions = parallel.gather(test["predictions"], world) if world > 1 \
+                        else test["predictions"]
             record.update(lr=epoch_lr, seconds=time.perf_counter() - started,
                           train_images_per_s=train["count"] / train_seconds if train_seconds > 0 else None)
             history.append(record)

@@ -49,6 +49,8 @@ CASES = {
                           "try:\n    train.fit(model, loader, epochs=1, checkpoint='ck.pt', progress=False)\n"
                           "except ImportError as error:\n    assert 'checkpointing.py' in str(error)\n"
                           "else:\n    raise AssertionError('a checkpoint without checkpointing.py was accepted')\n",
+    "cnncourse/parallel.py": "import torch, parallel\n"
+                             "assert parallel.setup('cpu') == (0, 1, torch.device('cpu'))  # one process: nothing to join\n",
     "cnncourse/train.py cnncourse/checkpointing.py": TINY_DATA + "import train\n"
                           "first = train.fit(model, loader, epochs=1, checkpoint='ck.pt', seed=1, progress=False)\n"
                           "resumed = train.fit(model, loader, epochs=2, checkpoint='ck.pt', resume=True, seed=1,\n"
