@@ -75,6 +75,14 @@ def smooth_curve(x: Sequence[float], y: Sequence[float], points: int = 200) -> T
     return dense, spline(dense)
 
 
+def _epoch_limits(epochs: np.ndarray) -> Tuple[float, float]:
+    """x limits for epochs: matplotlib's 5 % margins, but at least half an epoch either side, so that
+    a run of one or two epochs gets whole-epoch ticks instead of a zoom onto 0.945-1.055."""
+    low, high = float(epochs.min()), float(epochs.max())
+    margin = max(0.5, 0.05 * (high - low))
+    return low - margin, high + margin
+
+
 def plot_learning_curves(history, metrics: Sequence[str] = ("loss", "acc"),
                          splits: Sequence[str] = ("train", "test"), smooth: bool = False,
                          start_at_zero: bool = False, xlim: Optional[Tuple[float, float]] = None,
@@ -105,6 +113,7 @@ def plot_learning_curves(history, metrics: Sequence[str] = ("loss", "acc"),
     figure = _figure(figsize or (5.0 * len(metrics), 3.8))
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     epochs = np.array([r.get("epoch", i + 1) for i, r in enumerate(records)], dtype=float)
+    drawn = [0.0] if start_at_zero and "acc" in metrics else []
     for ax, metric in zip(axes, metrics):
         scale = 100.0 if metric == "acc" else 1.0
         for split, color in (("train", _TRAIN_COLOR), ("test", _TEST_COLOR)):
@@ -122,11 +131,10 @@ def plot_learning_curves(history, metrics: Sequence[str] = ("loss", "acc"),
             else:
                 ax.plot(x, y, "o-", color=color, markersize=4, label=split)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs only
         ax.set_ylabel("accuracy (%)" if metric == "acc" else "loss")
         ax.set_title("accuracy" if metric == "acc" else "loss")
-        if xlim is not None:
-            ax.set_xlim(*xlim)
+        ax.set_xlim(*(xlim if xlim is not None else _epoch_limits(np.concatenate([epochs, drawn]))))
         if ylim and metric in ylim:
             ax.set_ylim(*ylim[metric])
         ax.grid(True, alpha=0.3)

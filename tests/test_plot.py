@@ -64,6 +64,22 @@ def test_learning_curve_as_in_the_lenet_article(history):
     assert np.interp([1, 2, 3], x, y) == pytest.approx([50, 60, 70], abs=0.5)  # passes through the points
 
 
+@pytest.mark.parametrize("options", [{}, {"metrics": ["acc"], "splits": ["test"], "smooth": True,
+                                      "start_at_zero": True}], ids=["plain", "article-style"])
+def test_learning_curves_of_one_epoch_have_whole_epoch_ticks(options):
+    """A one-epoch run (quick mode) used to get matplotlib's zoom onto 0.945-1.055 with fractional ticks."""
+    figure = plot_learning_curves([{"epoch": 1, "train_loss": 2.0, "train_acc": 0.2, "test_loss": 2.1,
+                                    "test_acc": 0.15}], **options)
+    for ax in figure.axes:
+        low, high = ax.get_xlim()
+        shown = [tick for tick in ax.get_xticks() if low <= tick <= high]
+        assert shown and all(float(tick).is_integer() for tick in shown), shown
+        assert 1 in shown and high - low >= 1  # the epoch itself is labelled, with room around the point
+        assert low <= 1 - 0.5 and high >= 1 + 0.5
+    if options.get("start_at_zero"):
+        assert 0 in shown  # the article's curve starts from 0 % at epoch 0
+
+
 def test_learning_curves_accept_a_dict_of_columns_and_reject_unknown_metrics():
     figure = plot_learning_curves({"test_acc": [0.5, 0.6]}, metrics=["acc"])
     assert len(figure.axes[0].get_lines()) == 1

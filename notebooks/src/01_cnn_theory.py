@@ -63,16 +63,19 @@ print(cnncourse.describe_device())
 #
 # * **local receptive field**: an output value sees only a small $k \times k$ patch of the input;
 # * **weight sharing**: every position uses the *same* filter, so the layer learns one
-#   $k \times k \times K$ filter (plus a bias) per output channel, whatever the image size.
+#   $C \times k \times k$ filter (plus a bias) per output channel, whatever the image size.
 #
-# With $K$ input channels and $M$ filters, a conv layer has $M(Kk^2 + 1)$ parameters. Take LeNet's
-# first layer on a $3 \times 32 \times 32$ CIFAR-10 image: 6 filters of $5 \times 5$, output
-# $6 \times 28 \times 28$. The three ways to produce that same output:
+# With $C$ input channels and $M$ filters of $k \times k$, a conv layer has $M(Ck^2 + 1)$
+# parameters. Take LeNet's first layer on a $3 \times 32 \times 32$ CIFAR-10 image: 6 filters of
+# $5 \times 5$, output $6 \times 28 \times 28$. Three layers give an output of that shape: a
+# **dense** layer (every output sees every input, its own weights for each), a **locally connected**
+# layer (local receptive fields, but each position with its own filter: no sharing), and the
+# **convolution** (local receptive fields *and* weight sharing):
 
 # %%
 counts = theory.dense_vs_conv_params(height=32, width=32, in_channels=3, out_channels=6, kernel=5, padding=0)
 for kind, n in counts.items():
-    print(f"{kind:>18}: {n:>12,} parameters")
+    print(f"{kind.replace('_', ' '):>18}: {n:>12,} parameters")
 print(f"dense / conv = {counts['dense'] / counts['conv']:,.0f} times more")
 
 # %% [markdown]
@@ -94,7 +97,9 @@ print(conv(torch.zeros(1, 3, 32, 32)).shape)
 #
 # $$I'[x, y] = \sum_{i=-N}^{N} \sum_{j=-N}^{N} I[s x + i,\; s y + j]\; F[i + N,\; j + N]$$
 #
-# (indices into the zero-padded image, so that $x = y = 0$ is centred on the first pixel).
+# Here $I$ keeps the original image's indices and reads as 0 outside it: that is zero padding with
+# $N$ rings, and the window of $x = y = 0$ is centred on the first pixel, $I[0, 0]$. (Without
+# padding the first window would be centred on pixel $(N, N)$: read $I[s x + N + i,\; s y + N + j]$.)
 # Deep-learning libraries do not flip the filter: strictly this is *cross-correlation*, and it is
 # what `torch.nn.functional.conv2d` computes.
 #
@@ -154,17 +159,18 @@ print("equal to torch:", np.allclose(stride2, F.conv2d(torch.tensor(image)[None,
 # %% [markdown]
 # ## Multi-channel convolution
 #
-# A colour image has $K = 3$ channels, and every filter has the input's depth: filter $m$ is
-# $K \times k \times k$. Its response sums the single-channel convolutions over the channels and
-# adds one bias:
+# A colour image has $C = 3$ channels, and every filter has the input's depth: filter $m$ is
+# $C \times k \times k$. Its response sums the single-channel convolutions over the channels $c$
+# and adds one bias:
 #
-# $$I'_m[x, y] = \sum_{k=0}^{K-1} \sum_{i=-N}^{N} \sum_{j=-N}^{N} I_k[s x + i,\; s y + j]\; F_{m,k}[i + N,\; j + N] + b_m$$
+# $$I'_m[x, y] = \sum_{c=0}^{C-1} \sum_{i=-N}^{N} \sum_{j=-N}^{N} I_c[s x + i,\; s y + j]\; F_{m,c}[i + N,\; j + N] + b_m$$
 #
-# $M$ filters give $M$ output channels: the number of filters sets the output depth.
+# $M$ filters give $M$ output channels: the number of filters sets the output depth. (The article
+# names the channel index $k$; here $k$ is already the kernel size, so the channel is $c$.)
 
 # %%
 rng = np.random.default_rng(0)
-x = rng.normal(size=(3, 8, 8))             # K = 3 input channels
+x = rng.normal(size=(3, 8, 8))             # C = 3 input channels
 filters = rng.normal(size=(4, 3, 3, 3))    # M = 4 filters, each 3 deep
 bias = rng.normal(size=4)
 by_hand = theory.conv2d(x, filters, bias, stride=1, padding=1)
@@ -178,7 +184,7 @@ print("max |hand - torch| < 1e-12:", np.abs(by_hand - by_torch).max() < 1e-12)
 # The vertical-line filter on a real CIFAR-10 photograph (one of the samples shipped with the
 # package), in grey levels. A filter only sees its receptive field: a $3 \times 3$ filter answers
 # to one-pixel lines, while the same pattern stretched to $9 \times 9$ (three columns of width 3)
-# answers to thicker, longer vertical structures and ignores fine texture.
+# answers to lines about three pixels wide and ignores finer detail.
 
 # %%
 from cnncourse.data import SampleDataset
@@ -194,14 +200,27 @@ for name, filt, response in [("3x3", F_vertical, small_response), ("9x9", large_
     print(f"{name}: output {response.shape}, equal to torch padding='same': {np.allclose(response, reference)}")
 print("image:", samples.classes[label])
 
+# %% [markdown]
+# In the responses below, red marks a vertical line brighter than its left and right neighbours,
+# blue a darker one, white no vertical line (each panel has its own scale, centred on 0). The
+# $3 \times 3$ filter leaves short, faint marks scattered over the picture: one-pixel details. The
+# $9 \times 9$ filter draws a few long bands: the bright pillar of the cab beside its dark windscreen
+# gives a red band next to a blue one. The strong red columns along the left and right borders are
+# not in the photograph: they come from the zero padding, whose black border next to the image looks
+# like the dark side of a bright line.
+
 # %%
 # NBVAL_IGNORE_OUTPUT
-fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
-for ax, img, title in [(axes[0], grey, f"input ({samples.classes[label]})"),
-                       (axes[1], small_response, "3x3 vertical-line filter"),
-                       (axes[2], large_response, "9x9 vertical-line filter")]:
-    ax.imshow(img, cmap="gray")
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+axes[0].imshow(grey, cmap="gray")
+axes[0].set_title(f"input ({samples.classes[label]})")
+for ax, response, title in [(axes[1], small_response, "3x3 vertical-line filter"),
+                            (axes[2], large_response, "9x9 vertical-line filter")]:
+    limit = np.abs(response).max()
+    shown = ax.imshow(response, cmap="RdBu_r", vmin=-limit, vmax=limit)
     ax.set_title(title)
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+for ax in axes:
     ax.axis("off")
 fig.tight_layout()
 
@@ -228,17 +247,32 @@ for k in (2, 4):
 three_channels = torch.tensor(x)[None]
 print("channels unchanged:", tuple(three_channels.shape), "->", tuple(F.max_pool2d(three_channels, 2).shape))
 
+# %% [markdown]
+# What the two do to the line responses: max pooling keeps each window's strongest value, so the
+# positive (line) responses survive and spread over the whole window, and the bigger the window the
+# more of the picture they cover. Average pooling mixes the positive and negative responses of a
+# window, so they partly cancel; since the windows tile the image, the mean of the pooled image
+# equals the mean of the response exactly:
+
+# %%
+print(f"mean of the 3x3 response:  {small_response.mean():.3f}")
+for k in (2, 4):
+    print(f"after {k}x{k} pooling: max {theory.max_pool2d(small_response, k).mean():.3f}, "
+          f"average {theory.avg_pool2d(small_response, k).mean():.3f}")
+
 # %%
 # NBVAL_IGNORE_OUTPUT
-fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
-for ax, (title, img) in zip(axes, [("max 2x2", theory.max_pool2d(small_response, 2)),
+fig, axes = plt.subplots(1, 5, figsize=(14, 3.2), layout="constrained")
+limit = np.abs(small_response).max()   # one colour scale for all five panels
+for ax, (title, img) in zip(axes, [("3x3 response", small_response),
+                                   ("max 2x2", theory.max_pool2d(small_response, 2)),
                                    ("avg 2x2", theory.avg_pool2d(small_response, 2)),
                                    ("max 4x4", theory.max_pool2d(small_response, 4)),
                                    ("avg 4x4", theory.avg_pool2d(small_response, 4))]):
-    ax.imshow(img, cmap="gray")
+    shown = ax.imshow(img, cmap="RdBu_r", vmin=-limit, vmax=limit)
     ax.set_title(f"{title}: {img.shape[0]}x{img.shape[1]}")
     ax.axis("off")
-fig.tight_layout()
+fig.colorbar(shown, ax=axes, fraction=0.02, pad=0.02)
 
 # %% [markdown]
 # ## The dense layer
@@ -271,7 +305,7 @@ print("parameters of nn.Linear(5, 3):", theory.dense_param_count(5, 3), "=", sum
 # %% [markdown]
 # ## Summary
 #
-# * A conv layer has $M(Kk^2 + 1)$ parameters, independent of the image size, thanks to local
+# * A conv layer has $M(Ck^2 + 1)$ parameters, independent of the image size, thanks to local
 #   receptive fields and weight sharing.
 # * Output size: $\lfloor (n + 2p - k)/s \rfloor + 1$; same padding is $p = (k-1)/2$.
 # * Pooling shrinks each channel by the stride and keeps the channel count.
