@@ -36,35 +36,119 @@ if "google.colab" in sys.modules:
 # four runs of the comparison is one short epoch: it runs on a CPU, and it is what the stored
 # outputs show. Without it (the default when you open the notebook in Jupyter or Colab) the notebook
 # downloads `Galaxy10_DECals.h5` (2.5 GB) and trains each network for the article's 30 epochs on
-# 128-pixel images: use a GPU. To choose in the notebook itself, call
-# `cnncourse.set_quick_mode(False)` (real experiment) or `cnncourse.set_quick_mode(True)` (quick) at
-# the top of the next cell; everything below reads `QUICK`.
+# 128-pixel images: use a GPU. `ARTICLE_SETTINGS = True` in the next cell runs the comparison at the
+# article's settings instead (224-pixel images, float32: see "What a run here can be compared with");
+# quick mode ignores it. To choose in the notebook itself, call `cnncourse.set_quick_mode(False)` (real
+# experiment) or `cnncourse.set_quick_mode(True)` (quick) at the top of the next cell; everything below
+# reads `QUICK`.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 import gc
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 import torchvision
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 import cnncourse
-from cnncourse import plot
-from cnncourse.data import NORMALIZATION, dataset_info
-from cnncourse.fastdata import fast_loaders
+from cnncourse import plot, reference
+from cnncourse.data import dataset_info
+from cnncourse.fastdata import TensorLoader, fast_loaders
 from cnncourse.models import resnet50, resnet50_galaxy_article, vgg16
 from cnncourse.theory import output_size
 from cnncourse.train import fit, predict
 
 QUICK = cnncourse.quick_mode()
+ARTICLE_SETTINGS = False            # True: the real comparison runs at the article's settings; quick mode ignores it
+ARTICLE = ARTICLE_SETTINGS and not QUICK
 DEVICE = cnncourse.get_device()
-IMAGE_SIZE = 32 if QUICK else 128   # Galaxy10 images are 256x256
+IMAGE_SIZE = 32 if QUICK else 224 if ARTICLE else 128   # Galaxy10 images are 256x256; the article used 224
 EPOCHS = 1 if QUICK else 30         # the article: 30 epochs per run
-BATCH_SIZE = 90 if QUICK else 64   # quick: the 90 sample images in one batch, one update per epoch
+BATCH_SIZE = 90 if QUICK else 64    # quick: the 90 sample images in one batch; the article's is not recorded
 LEARNING_RATE = 1e-4                # Adam, the same for both networks (VGG16 needs it this small, notebook 5)
-print("torch", torch.__version__, "| quick mode:", QUICK, "| image size:", IMAGE_SIZE, "| epochs:", EPOCHS)
+AMP = False if ARTICLE else None    # None: mixed precision on a CUDA GPU; False: float32, PyTorch's default
+PRESET = "article" if ARTICLE else "course"   # normalisation: the article's Normalize(0.5, 0.5), or Galaxy10's own
+QUICK_TAG = " (quick sample)" if QUICK else ""   # in the title of every figure drawn from quick mode's runs
+print("torch", torch.__version__, "| quick mode:", QUICK, "| article's settings:", ARTICLE, "| image size:",
+      IMAGE_SIZE, "| epochs:", EPOCHS)
 print(cnncourse.describe_device())
+
+# %% [markdown]
+# **Colab: keep Galaxy10 on Google Drive.** In Colab the next cell mounts your Drive and keeps the data
+# folder and the checkpoints in `MyDrive/cnncourse/`, so a new runtime neither downloads the 2.5 GB file
+# nor restarts the four runs (`KEEP_ON_DRIVE = False` keeps them on the runtime's disk); elsewhere it
+# does nothing.
+
+# %%
+RUNS = Path("runs")                 # checkpoints of the real runs (quick mode writes none)
+KEEP_ON_DRIVE = True
+if "google.colab" in sys.modules and KEEP_ON_DRIVE and not QUICK:
+    from google.colab import drive
+
+    drive.mount("/content/drive")
+    DRIVE = Path("/content/drive/MyDrive/cnncourse")
+    os.environ["CNNCOURSE_DATA"] = str(DRIVE / "data")   # get_dataset and fast_loaders read and download here
+    RUNS = DRIVE / "runs"
+    print("data folder:", cnncourse.data_root(), "| checkpoints:", RUNS)
+
+# %% [markdown]
+# ## What a real run costs
+#
+# Quick mode checks the code path. The real comparison (quick mode off: VGG16 and ResNet-50, each with
+# and without augmentation, 30 epochs) needs:
+#
+# * **download**: `Galaxy10_DECals.h5`, about 2.5 GB, once (in Colab, keep it on Drive: the cell above);
+#   its images are read once, and all four runs share them;
+# * **time on a CPU**: not measured yet - the full file could not be downloaded where this course was
+#   built. The cell below extrapolates from the recorded quick-sample runs: hours to days per run, so
+#   use a GPU;
+# * **time on a GPU**: not measured yet. The article's, on a GPU of which the course has no record:
+#   2,391 s for ResNet-50 without augmentation, 2,508 s with it, and VGG16 about 2,780 s (its
+#   ResNet-50 took 86 % of VGG16's time);
+# * **memory**: the images held in memory, each network's training state and checkpoint are computed
+#   below; the peak GPU memory of a batch of 64 is not measured yet;
+# * **accuracy to expect**: the article reports curves and times, not a final accuracy; published
+#   results on Galaxy10 DECaLS: VGG16 about 79 %, DenseNet-201 84 %, fine-tuned pretrained networks
+#   86-88 %. Ours is not measured yet.
+#
+# In real mode every run writes a checkpoint to `RUNS` after each epoch, and when the training cell is
+# run again it continues from there (finished runs are only reloaded): a Colab disconnect costs at
+# most the epoch in progress.
+
+# %%
+def recorded(name):
+    """The recorded run ``name`` of results/ in one line, or 'not measured yet'."""
+    try:
+        return reference.summary(name)
+    except FileNotFoundError:
+        return "not measured yet"
+
+
+galaxy = dataset_info("galaxy10")
+train_images = round(0.9 * galaxy.num_images)   # the stratified 90/10 split, to within a few images
+with torch.device("meta"):
+    parameters = {"VGG16": cnncourse.count_parameters(vgg16(num_classes=10)),
+                  "ResNet-50": cnncourse.count_parameters(resnet50_galaxy_article(num_classes=10))}
+quick_runs = {"VGG16": reference.load_result("galaxy10-vgg16-quick"),
+              "ResNet-50": reference.load_result("galaxy10-resnet50-quick")}
+print(f"images in memory (uint8, read once for all four runs): "
+      f"{galaxy.num_images * 3 * 128 ** 2 / 1e9:.2f} GB at 128 px, {galaxy.num_images * 3 * 224 ** 2 / 1e9:.2f} GB at 224 px")
+print(f"\n{'network':<10} {'training state':>15} {'checkpoint':>11} {'CPU hours per run, extrapolated':>32}")
+for name, count in parameters.items():
+    history = quick_runs[name]["history"]
+    rate = sum(record["train_images_per_s"] for record in history) / len(history)   # at 64 px
+    hours = [30 * train_images / (rate * (64 / size) ** 2) / 3600 for size in (128, 224)]
+    print(f"{name:<10} {16 * count / 1e9:>12.2f} GB {12 * count / 1e9:>8.2f} GB "
+          f"{hours[0]:>14,.0f} at 128 px, {hours[1]:>5,.0f} at 224 px")
+print("(training state: float32 weights, gradients and Adam's two moments; checkpoint: weights and moments; "
+      f"CPU hours: the recorded quick-sample runs' images/s at 64 px on one thread "
+      f"({reference.hardware(quick_runs['VGG16'])}), scaled by the pixel count - an order of magnitude, "
+      "not a measurement)")
+for name in ("galaxy10-vgg16", "galaxy10-resnet50-article"):
+    print(f"full-data run (results/{name}):", recorded(name))
 
 # %% [markdown]
 # ## The article's ResNet-50
@@ -161,7 +245,8 @@ print("formula == hooks:", agree)
 # The full torchsummary-style table has a row per layer call, far too many to read; per stage, at the size this notebook trains
 # on (each stage's parameters, and its output shape recorded by hooks), followed by the totals of
 # `cnncourse.layer_summary` for the same input. (At quick mode's 32 pixels the last stage is down
-# to 1x1, notebook 4's problem; the full run's 128 pixels leave 4x4, the article's 224 pixels 7x7.)
+# to 1x1, notebook 4's problem; the real run's 128 pixels leave 4x4, the article's 224 pixels
+# (`ARTICLE_SETTINGS = True`) 7x7.)
 
 # %%
 STAGES = ["stem", "layer1", "layer2", "layer3", "layer4", "fc"]
@@ -286,11 +371,16 @@ print(f"VGG16 / ResNet-50 at 224: {cnncourse.count_parameters(networks['VGG16'])
 # In quick mode each run is one epoch - a single batch of the 90 sample images at 32 pixels, so a
 # single update - on whatever machine runs the notebook: the table shows that the comparison runs
 # end to end, not which network wins. The accuracies are those of untrained networks and the
-# seconds those of a CPU.
+# seconds those of a CPU at 32 pixels, which say nothing about a GPU at 224.
+#
+# The images are read from the file once: the augmented loader is a second `TensorLoader` over the
+# same tensors (on the training device), differing only in its augmentation.
 
 # %%
-plain_train, test_loader = fast_loaders("galaxy10", batch_size=BATCH_SIZE, augment=False, image_size=IMAGE_SIZE, seed=0)
-augmented_train, _ = fast_loaders("galaxy10", batch_size=BATCH_SIZE, augment=True, image_size=IMAGE_SIZE, seed=0)
+plain_train, test_loader = fast_loaders("galaxy10", batch_size=BATCH_SIZE, augment=False, image_size=IMAGE_SIZE,
+                                        seed=0, preset=PRESET, device=DEVICE)
+augmented_train = TensorLoader(plain_train.images, plain_train.labels, batch_size=BATCH_SIZE, shuffle=True,
+                               augment=True, recipe=plain_train.recipe, seed=0, classes=plain_train.classes)
 for title, loader in (("train, plain", plain_train), ("train, augmented", augmented_train), ("test", test_loader)):
     print(f"{title:<17} {loader.num_samples:>6,} images of {'x'.join(map(str, loader.images.shape[1:]))}, "
           f"{len(loader)} batch(es) per epoch, augmentation: {loader.augment}")
@@ -303,8 +393,11 @@ for augmented, train_loader in ((False, plain_train), (True, augmented_train)):
     for name, build in builders.items():
         cnncourse.seed_everything(0)
         model = build()
+        checkpoint = None if QUICK else RUNS / (f"galaxy10-{name.lower()}-{'augmented' if augmented else 'plain'}"
+                                                f"-{IMAGE_SIZE}px-{PRESET}.pt")   # real mode: resumable
         histories[name, augmented] = fit(model, train_loader, test_loader, epochs=EPOCHS, optimizer="adam",
-                                         lr=LEARNING_RATE, device=DEVICE, seed=0, progress=False)
+                                         lr=LEARNING_RATE, amp=AMP, device=DEVICE, seed=0, progress=False,
+                                         checkpoint=checkpoint, resume=checkpoint is not None)
         models[name, augmented] = model.cpu() if name == "ResNet-50" else None   # keep the small one for plots
         del model
         gc.collect()
@@ -319,9 +412,40 @@ for (name, augmented), history in histories.items():
           f"{seconds:>8.1f} {seconds / vgg_seconds:>12.0%}")
 
 # %% [markdown]
+# ### What a run here can be compared with
+#
+# The article's numbers and how far a run of this notebook can be set beside them:
+#
+# * **the seconds** (2,391 s and 2,508 s for 30 epochs; VGG16 about 2,780 s): not comparable, except
+#   as an order of magnitude. They belong to the article's GPU, of which the course has no record;
+#   by default this notebook also trains on 128-pixel images (a third of the pixels of 224), with mixed
+#   precision on a CUDA GPU, and augments on the GPU where the article's torchvision transforms worked
+#   image by image on the CPU;
+# * **ResNet-50 at 86 % of VGG16's time**: a ratio, so the GPU's speed partly cancels - comparable only
+#   with `ARTICLE_SETTINGS = True` (224 px, float32), and even then loosely: which network gains more
+#   from a GPU depends on its memory bandwidth and arithmetic, and data loading differs;
+# * **augmentation costing about 5 % more** (2,508 s against 2,391 s): not comparable - the article's
+#   cost was per-image work on the CPU, ours is a batched rotation on the training device;
+# * **over-fitting from about epoch 8 without augmentation, none with it**: comparable in kind at any
+#   real setting (the shape of the curves below), though the epoch where it starts depends on image
+#   size, learning rate and split. The course has no record of the article's batch size or optimizer,
+#   so both set-ups use ours: batches of 64, Adam at $10^{-4}$.
+
+# %%
+print(f"this run: quick mode {QUICK}, article's settings {ARTICLE}, {IMAGE_SIZE} px, "
+      f"{'float32' if AMP is False else 'mixed precision on a CUDA GPU, float32 elsewhere'}, {EPOCHS} epoch(s)")
+if QUICK:
+    print("compare with the article: nothing - a quick sample of 90 images, timed on this machine")
+elif ARTICLE:
+    print("compare with the article: the time ratios (roughly) and the over-fitting; not the seconds")
+else:
+    print("compare with the article: the over-fitting; for the time ratios set ARTICLE_SETTINGS = True")
+
+# %% [markdown]
 # Over-fitting shows in the gap between the training and the test loss: when the test loss turns
 # upwards while the training loss keeps falling, the network is memorising the training images.
-# With full training, this is where the runs without augmentation part from those with it.
+# With full training, this is where the runs without augmentation part from those with it. In quick
+# mode every curve is a single point (one epoch): the figure shows the code path, not over-fitting.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -332,22 +456,33 @@ for ax, augmented in zip(axes, (False, True)):
             continue
         line, = ax.plot(history.epoch, history.train_loss, "o-", label=f"{name}, train")
         ax.plot(history.epoch, history.test_loss, "s--", color=line.get_color(), label=f"{name}, test")
-    ax.set(title="with augmentation" if augmented else "without augmentation", xlabel="epoch", ylabel="loss")
+    ax.set(title="with augmentation" if augmented else "without augmentation", xlabel="epoch", ylabel="loss",
+           xlim=(0.5, EPOCHS + 0.5))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))   # whole epochs only
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+figure.suptitle(f"VGG16 and ResNet-50 on Galaxy10: loss per epoch ({IMAGE_SIZE} px){QUICK_TAG}")
 figure.tight_layout()
+
+# %% [markdown]
+# The test confusion matrix of ResNet-50 with augmentation, then ten test galaxies with its
+# predictions, errors first. After quick mode's single update the network is still close to its
+# random start: expect one full column - the same answer for every galaxy - and about one test image
+# in ten right.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 classes = dataset_info("galaxy10").classes
 predictions = predict(models["ResNet-50", True], test_loader, keep_images=True)
-plot.plot_confusion_matrix(predictions, class_names=classes, title="ResNet-50 with augmentation: test confusion matrix")
+plot.plot_confusion_matrix(predictions, class_names=classes,
+                           title=f"ResNet-50 with augmentation: test confusion matrix{QUICK_TAG}")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-mean, std = NORMALIZATION["galaxy10"]
+wrong = int((predictions.preds != predictions.labels).sum())
 plot.plot_predictions(predictions, class_names=[name.replace(" ", "\n", 1) for name in classes],
-                      mean=mean, std=std, n=10, ncols=5)
+                      mean=test_loader.mean, std=test_loader.std, n=10, ncols=5,
+                      title=f"ResNet-50 predictions: {wrong} of {len(predictions.labels)} wrong, errors first{QUICK_TAG}")
 
 # %% [markdown]
 # ## What is measured here, and what is not
