@@ -8,8 +8,10 @@
 # block and the bottleneck block - built step by step, with their parameter counts derived by
 # formula and checked against PyTorch and against `cnncourse.models`; what a shortcut does when a
 # block changes the number of channels or the image size; why a ResNet designed for 224-pixel
-# photos needs a different stem for 28-pixel digits; and a ResNet trained on MNIST, with its
-# learning curves, its confusion matrix and the digits it still gets wrong.
+# photos needs a different stem for 28-pixel digits; and ResNet-20 trained on MNIST: a quick live
+# run, the recorded full-data run's learning curves and confusion matrix, and the trained weights
+# that run saved, from which the notebook computes the accuracy, the confusion matrix, the digits
+# it is least sure of, its filters and its feature maps.
 #
 # Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
 # 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10.
@@ -32,12 +34,14 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # **Quick mode or the real experiment.** With `CNNCOURSE_QUICK=1` in the environment (the test
 # suite and the notebook builder set it) the data set calls return a small real sample of MNIST
-# shipped with the package (500 training and 200 test digits) and the network trains for one
-# short epoch: seconds on a CPU, and what the stored outputs show. Without it (the default when you
-# open the notebook in Jupyter or Colab) the notebook downloads MNIST and trains for 3 epochs on all
-# 60,000 training digits (a quarter of an hour on a single CPU core; far less on a GPU). To choose
-# in the notebook itself, call `cnncourse.set_quick_mode(True)` or `cnncourse.set_quick_mode(False)`
-# at the top of the next cell; everything below reads `QUICK`.
+# shipped with the package (500 training and 200 test digits) and the network trains for a few
+# short epochs on it: well under a minute on a CPU, and what the stored outputs show - a quick
+# sample, not the real result. Without it (the default when you open the notebook in Jupyter or
+# Colab) the notebook downloads MNIST and trains for 3 epochs on all 60,000 training digits (the
+# reference results below say how long that took on a CPU; far less on a GPU). Either way, the
+# figures of the trained network at the end come from the weights of the recorded full run. To
+# choose in the notebook itself, call `cnncourse.set_quick_mode(True)` or
+# `cnncourse.set_quick_mode(False)` at the top of the next cell; everything below reads `QUICK`.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -47,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnncourse
-from cnncourse import plot
+from cnncourse import plot, reference
 from cnncourse.data import dataset_info
 from cnncourse.fastdata import fast_loaders
 from cnncourse.models import BasicBlock, Bottleneck, make_stage, resnet18, resnet20
@@ -55,10 +59,11 @@ from cnncourse.train import fit, predict
 
 QUICK = cnncourse.quick_mode()
 DEVICE = cnncourse.get_device()
-EPOCHS = 1 if QUICK else 3
-BATCH_SIZE = 128
+EPOCHS = 6 if QUICK else 3         # quick sample: more, shorter epochs so that it visibly learns
+BATCH_SIZE = 32 if QUICK else 128  # 500 digits make 16 steps per epoch at 32, only 4 at 128
+RUN = "quick sample" if QUICK else "full data"
 DIGITS = [str(d) for d in range(10)]
-print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs:", EPOCHS)
+print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs:", EPOCHS, "| batch size:", BATCH_SIZE)
 print(cnncourse.describe_device())
 
 # %% [markdown]
@@ -424,7 +429,13 @@ rows = cnncourse.layer_summary(mnist_model, (1, 28, 28))
 # testing. The recipe is that of notebook 2's better runs: the fast in-memory loader with the
 # data set's own mean and standard deviation and small random shifts (a random crop of the digit
 # padded with a few zero pixels - but no flips: a mirrored 2 is not a 2), AdamW with a one-cycle
-# learning-rate schedule peaking at $3 \cdot 10^{-3}$, batches of 128.
+# learning-rate schedule peaking at $3 \cdot 10^{-3}$, batches of 128, 3 epochs.
+
+# %% [markdown]
+# **The quick sample.** In quick mode the same recipe trains on the 500 digits of the sample. At
+# batches of 128 that would be four optimizer steps per epoch, too few to learn anything, so quick
+# mode uses batches of 32 and a few more epochs. The result says that the recipe learns, not how
+# well ResNet-20 does on MNIST: that is the recorded full run further down.
 
 # %%
 info = dataset_info("mnist")
@@ -445,45 +456,129 @@ for record in history:
           f"{100 * record['train_acc']:.2f} %, test accuracy {100 * record['test_acc']:.2f} %, "
           f"{record['seconds']:.0f} s")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-plot.plot_learning_curves(history, title="ResNet-20 on MNIST")
-
 # %% [markdown]
-# ## Which digits get confused
+# The check: in quick mode the run must reach at least 85 % on the 200 test digits of the sample,
+# a bar set well below what it reaches here so that other CPUs, which round differently and so
+# train a slightly different network, pass it too (with quick mode off: the course's goal).
 
 # %%
-# NBVAL_IGNORE_OUTPUT
-predictions = predict(mnist_model, test_data, keep_images=True)
-errors = int((predictions.preds != predictions.labels).sum())
-print(f"{errors} of {len(predictions.labels):,} test digits misclassified "
-      f"({100 * (1 - errors / len(predictions.labels)):.2f} % accuracy)")
-plot.plot_confusion_matrix(predictions, class_names=DIGITS)
+TARGET = 0.85 if QUICK else 0.995
+print(f"{'quick' if QUICK else 'full'} run reached {TARGET:.0%}: {history[-1]['test_acc'] >= TARGET}")
 
 # %% [markdown]
-# The misclassified digits first (title: predicted, then the truth). Many of them are ambiguous
-# even for a person.
+# The learning curves of the quick sample. Training accuracy climbs from the first epoch; the test
+# accuracy (measured in eval mode, with BatchNorm's running statistics) lags behind for the first
+# epochs and then catches up with it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-plot.plot_predictions(predictions, class_names=DIGITS, mean=info.mean, std=info.std, n=24, ncols=8)
+plot.plot_learning_curves(history, title=f"ResNet-20 on MNIST, {RUN}: {train_data.num_samples:,} training digits")
 
 # %% [markdown]
-# ## Inside the network
+# ## Reference results
 #
-# What the blocks compute for one test digit: the first 16 feature maps at the end of the first
-# stage ($16 \times 28 \times 28$, still the digit's resolution: strokes and edges) and at the end of
-# the last one ($64 \times 7 \times 7$: coarse, class-specific patterns that the average pool and the
-# dense layer turn into a decision).
+# The full run, recorded by `cnncourse train` on all 60,000 MNIST training digits and the 10,000 test
+# digits: ResNet-20 (one input channel), AdamW with a one-cycle schedule peaking at 0.003, weight decay
+# 0.05, batch 128, random shifts, 3 epochs. The line below is read from
+# `results/mnist-resnet20/metrics.json`, with its wall time, hardware and commit;
+# `results/run_all.sh` re-runs it. The article reports no accuracy for its MNIST run, so the run is
+# held against the course's goal instead: at least 99.5 % test accuracy within 3 epochs.
+
+# %%
+print(reference.summary("mnist-resnet20"))
+
+# %%
+print(reference.history_table(["mnist-resnet20"]))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+reference.plot_results(["mnist-resnet20"], lines={"goal, 3 epochs": 0.995});
+
+# %%
+print(reference.goal("mnist-resnet20", 0.995, within=3))
+
+# %% [markdown]
+# The recorded run's confusion matrix over all 10,000 test digits (rows: true digit, columns:
+# prediction), as the run drew it: almost everything sits on the diagonal. The few errors are spread
+# over many cells, a handful at most in each, and the fullest ones pair digits that a hurried hand
+# makes alike: a 4 read as a 9 and a 9 as a 4, a 5 as a 3, a 7 as a 2, a 6 as a 0.
+
+# %%
+reference.recorded_figure("mnist-resnet20", "confusion")
+
+# %% [markdown]
+# ## The trained network, computed here
+#
+# The recorded run saved its weights next to its metrics (`results/mnist-resnet20/model.pt`).
+# `reference.load_model` rebuilds ResNet-20 from the run's settings, checks the file against
+# the SHA-256 recorded in `metrics.json` and loads it, in eval mode. Everything below is computed
+# live from those weights - not from the quick run above - on this notebook's test digits (in
+# quick mode: the 200 of the sample, 20 per digit). No training happens, so the result is the same
+# on every CPU.
+
+# %%
+trained = reference.load_model("mnist-resnet20", device=DEVICE)
+predictions = predict(trained, test_data, keep_images=True)
+wrong = int((predictions.preds != predictions.labels).sum())
+total = len(predictions.labels)
+print(f"trained ResNet-20 on {total:,} test digits: {total - wrong:,} right, {wrong} wrong "
+      f"({100 * (total - wrong) / total:.2f} % accuracy)")
+
+# %% [markdown]
+# Its confusion matrix on those digits: rows are the true digit, columns the prediction, so every
+# digit counted off the diagonal is an error. On the sample of quick mode there are none: all 200
+# digits sit on the diagonal. So few digits cannot show the network's rare mistakes; the recorded
+# matrix above counts them over all 10,000.
+
+# %%
+plot.plot_confusion_matrix(predictions, class_names=DIGITS,
+                           title=f"trained ResNet-20 (recorded weights): {total:,} test digits")
+
+# %% [markdown]
+# **The digits it is least sure of.** Ordering the test digits by the probability the network
+# gives its answer (the largest softmax output) shows where mistakes would come from, even where
+# none is made (a wrong answer is titled in red, with the true digit). On the sample all 16 are
+# right, and they are the odd hands: an 8 that could be a 6, open 4s and thin 9s that are nearly
+# each other, a 5 whose loop almost closes into a 6, a 9 with a curled tail like a g.
+
+# %%
+confidence = predictions.logits.softmax(dim=1).max(dim=1).values
+least_sure = confidence.argsort()[:16]
+print("the lowest confidences:", " ".join(f"{c:.2f}" for c in confidence[least_sure][:8].tolist()))
+plot.plot_predictions(predictions.images[least_sure], predictions.labels[least_sure], predictions.preds[least_sure],
+                      class_names=DIGITS, mean=info.mean, std=info.std, errors_first=False, n=16, ncols=8,
+                      title=f"trained ResNet-20: the 16 of {total:,} test digits it is least sure of")
+
+# %% [markdown]
+# ## Inside the trained network
+#
+# The 16 filters of the first convolution, 3x3 weights each (white: the largest weight, black: the
+# smallest, each filter scaled to its own range). A 3x3 window on raw pixels leaves little room:
+# most are small edge detectors, light on one side and dark on the opposite one, each at its own
+# orientation - notebook 1's hand-made line filter, learned. The stages above combine them into
+# strokes.
+
+# %%
+plot.plot_filters(trained)
+
+# %% [markdown]
+# What the blocks compute for one test digit, a 7. At the end of the first stage the 16 maps
+# ($16 \times 28 \times 28$) are still the digit at full resolution, each tuned to a part of it:
+# some light up along the horizontal bar (maps 1, 7, 8, 11), others along the diagonal stroke
+# (maps 3, 6, 12), others along the outline.
+
+# %%
 digit = predictions.images[0]
-plot.plot_feature_maps(mnist_model, digit, layer="layer1", mean=info.mean, std=info.std)
+plot.plot_feature_maps(trained, digit, layer="layer1", mean=info.mean, std=info.std)
+
+# %% [markdown]
+# At the end of the last stage ($64 \times 7 \times 7$, the first 16 shown) nothing looks like a 7
+# any more: each map is a coarse grid of where one pattern was found - at the foot of the stroke
+# (maps 2, 4, 5), over the centre (maps 3, 6, 9, 14) - or is almost dark. The average pool keeps one
+# number per map, and the dense layer weighs those 64 numbers into the ten scores.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
-plot.plot_feature_maps(mnist_model, digit, layer="layer3", mean=info.mean, std=info.std)
+plot.plot_feature_maps(trained, digit, layer="layer3", mean=info.mean, std=info.std)
 
 # %% [markdown]
 # ## Summary
@@ -494,34 +589,8 @@ plot.plot_feature_maps(mnist_model, digit, layer="layer3", mean=info.mean, std=i
 #   projection ($CC' + 2C'$) on the shortcut when the channels or the size change.
 # * For 28-pixel images use the small-input stem (3x3, stride 1, no max-pool): the 224-pixel stem
 #   leaves a single pixel after the last stage.
-# * ResNet-20, 272,186 parameters, learns MNIST in a few epochs.
+# * ResNet-20, 272,186 parameters, learns MNIST in a few epochs: the recorded full run against the
+#   course's goal is above, and its saved weights give every figure of the trained network.
 #
 # Next: notebook 4 builds the bottleneck ResNet-50 of a TensorFlow article and trains it on
 # Fashion-MNIST.
-
-# %% [markdown]
-# ## Reference results
-#
-# The full run, recorded by `cnncourse train` on all 60,000 MNIST training digits and the 10,000 test
-# digits: ResNet-20 (one input channel), AdamW with a one-cycle schedule peaking at 0.003, weight decay
-# 0.05, batch 128, random shifts, 3 epochs. The line below is read from
-# `results/mnist-resnet20/metrics.json`, with its hardware and commit; `results/run_all.sh` re-runs it.
-
-# %%
-from cnncourse import reference
-
-print(reference.summary("mnist-resnet20"))
-
-# %%
-print(reference.history_table(['mnist-resnet20']))
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-reference.plot_results(['mnist-resnet20'], lines={"goal, 3 epochs": 0.995});
-
-# %% [markdown]
-# The course's goal for this network was at least 99.5 % test accuracy within 3 epochs; the line
-# below checks it against the recorded run.
-
-# %%
-print(reference.goal("mnist-resnet20", 0.995, within=3))

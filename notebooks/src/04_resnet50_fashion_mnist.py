@@ -10,7 +10,9 @@
 # lesson: a stem designed for 224-pixel photos shrinks a 28-pixel image to **one pixel** by the
 # last stage, so most of the network's weights never see the image. We trace the size through the
 # network with the output-size formula and with forward hooks, count what it costs, fix it with a
-# small-input stem, and train the article's set-up and the fix side by side.
+# small-input stem, and train the article's set-up and the fix side by side. The recorded full-data
+# runs are held against the article's figure, and the weights of the trained ResNet-20 give its
+# confusion matrix, its errors, its filters and its feature maps, computed in the notebook.
 #
 # Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
 # 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10.
@@ -33,11 +35,14 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # **Quick mode or the real experiment.** With `CNNCOURSE_QUICK=1` in the environment (the test
 # suite and the notebook builder set it) the data set calls return a small real sample of
-# Fashion-MNIST shipped with the package (500 training and 200 test images) and every network
-# trains for one short epoch: seconds on a CPU, and what the stored outputs show. Without it (the
-# default when you open the notebook in Jupyter or Colab) the notebook downloads Fashion-MNIST and
-# trains each network for 15 epochs on all 60,000 training images: use a GPU for that. To choose in
-# the notebook itself, call `cnncourse.set_quick_mode(False)` (real experiment) or
+# Fashion-MNIST shipped with the package (500 training and 200 test images); the article's network
+# and its control train for one short epoch (a demonstration that the code runs) and the better
+# recipe for a few epochs more, so that it visibly learns: under a minute on a CPU, and what the
+# stored outputs show - quick samples, not the real results. Without it (the default when you open
+# the notebook in Jupyter or Colab) the notebook downloads Fashion-MNIST and trains each network for
+# 15 epochs on all 60,000 training images: use a GPU for that. Either way, the figures of the
+# trained network at the end come from the weights of the recorded full run. To choose in the
+# notebook itself, call `cnncourse.set_quick_mode(False)` (real experiment) or
 # `cnncourse.set_quick_mode(True)` (quick) at the top of the next cell; everything below reads `QUICK`.
 
 # %%
@@ -49,7 +54,7 @@ import torchvision
 from torch import nn
 
 import cnncourse
-from cnncourse import plot
+from cnncourse import plot, reference
 from cnncourse.data import NORMALIZATION, dataset_info, get_dataset
 from cnncourse.fastdata import fast_loaders
 from cnncourse.models import resnet18, resnet20, resnet50, resnet50_keras_article
@@ -61,7 +66,11 @@ QUICK = cnncourse.quick_mode()
 DEVICE = cnncourse.get_device()
 EPOCHS = 1 if QUICK else 15      # the article trained for 400 epochs
 BATCH_SIZE = 128                 # the article's batch size (the paper used 256)
-print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs per run:", EPOCHS)
+RECIPE_EPOCHS = 8 if QUICK else 15        # the better recipe: more, shorter epochs in quick mode
+RECIPE_BATCH_SIZE = 32 if QUICK else 128  # 500 images make 16 steps per epoch at 32, only 4 at 128
+RUN = "quick sample" if QUICK else "full data"
+print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs per run:", EPOCHS,
+      "| better recipe:", RECIPE_EPOCHS, "epochs, batch", RECIPE_BATCH_SIZE)
 print(cnncourse.describe_device())
 
 # %% [markdown]
@@ -157,7 +166,7 @@ print("all three equal Keras's:", (trainable, buffers, parameters + buffers) == 
 # ## The layer summary
 #
 # The torchsummary-style table (`cnncourse.layer_summary`, which also works without a GPU) for one
-# 1x28x28 image. It has one row per layer call - over two hundred for this network - so we print its
+# 1x28x28 image. It has one row per layer call - 156 for this network - so we print its
 # beginning and its end; look at the shapes in the last rows: 2048 channels of **1x1**.
 
 # %%
@@ -188,8 +197,8 @@ print("\n".join(summary_lines[-21:]))
 with torch.device("meta"):   # shapes only, no memory and no initialisation time: enough for counting
     for num_classes in (1000, 10):
         ours = cnncourse.count_parameters(resnet50(num_classes=num_classes))
-        reference = cnncourse.count_parameters(torchvision.models.resnet50(weights=None, num_classes=num_classes))
-        print(f"{num_classes:>4} classes: cnncourse {ours:,} | torchvision {reference:,} | equal: {ours == reference}")
+        theirs = cnncourse.count_parameters(torchvision.models.resnet50(weights=None, num_classes=num_classes))
+        print(f"{num_classes:>4} classes: cnncourse {ours:,} | torchvision {theirs:,} | equal: {ours == theirs}")
     grey = cnncourse.count_parameters(resnet50(num_classes=10, in_channels=1))
 print(f"for 1-channel input: {grey:,} (the first convolution has 64 x 7 x 7 = {64 * 49:,} weights instead of {3 * 64 * 49:,})")
 print(f"the article's network has {cnncourse.count_parameters(article_model) - grey:,} more; its dense head alone "
@@ -455,7 +464,7 @@ for record in small_history:
 #
 # Then the training recipe. Three changes, each a standard one for small-image ResNets:
 #
-# * **augmentation**: a random crop of the image padded by 3 pixels, and horizontal flips (a
+# * **augmentation**: a random crop of the image padded by 2 pixels, and horizontal flips (a
 #   mirrored coat is still a coat) - the network sees a slightly different image every epoch;
 # * **SGD with Nesterov momentum and the one-cycle schedule**: the learning rate climbs to 0.1 over
 #   the first 30 % of the steps and then anneals towards zero, while the momentum moves the other
@@ -463,13 +472,19 @@ for record in small_history:
 # * **label smoothing 0.1**: the target puts 0.9 on the true class and spreads 0.1 over all ten, so
 #   the network is not pushed towards infinitely confident logits.
 
+# %% [markdown]
+# **The quick sample.** In quick mode this run trains longer than the two above - 8 epochs at
+# batches of 32 instead of one epoch at 128 - so that it learns something from 500 images in a few
+# seconds, and without the augmentation, which in so short a run held the network back in our trials.
+# It is not a comparison with the runs above; the recorded full runs below are.
+
 # %%
 # NBVAL_IGNORE_OUTPUT
-augmented_loader, _ = fast_loaders("fashion-mnist", batch_size=BATCH_SIZE, augment=True, seed=0)
-print(augmented_loader)
+recipe_loader, _ = fast_loaders("fashion-mnist", batch_size=RECIPE_BATCH_SIZE, augment=not QUICK, seed=0)
+print(recipe_loader)
 cnncourse.seed_everything(0)
 better_model = resnet20(num_classes=10, in_channels=1)
-better_history = fit(better_model, augmented_loader, test_loader, epochs=EPOCHS, optimizer="sgd", lr=0.1,
+better_history = fit(better_model, recipe_loader, test_loader, epochs=RECIPE_EPOCHS, optimizer="sgd", lr=0.1,
                      momentum=0.9, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1,
                      device=DEVICE, seed=0)
 for record in better_history:
@@ -477,17 +492,26 @@ for record in better_history:
           f"test acc {record['test_acc']:.1%}, {record['seconds']:.1f} s")
 
 # %% [markdown]
+# The check: in quick mode the better recipe must reach at least 70 % on the 200 test images of the
+# sample, a bar set below what it reaches here so that other CPUs, which round differently and so
+# train a slightly different network, pass it too (with quick mode off: the course's goal).
+
+# %%
+TARGET = 0.70 if QUICK else 0.94
+print(f"{'quick' if QUICK else 'full'} run reached {TARGET:.0%}: {better_history[-1]['test_acc'] >= TARGET}")
+
+# %% [markdown]
 # ## Side by side
 #
-# The three runs, with the article's reported result for scale. In quick mode these are one epoch on
-# 500 images: the numbers say that the code runs, not which network is better (see the reference
-# results at the end for full runs).
+# The three runs, with the article's reported result for scale. In quick mode the first two are one
+# epoch on 500 images and the third a few epochs without augmentation: the numbers say that the code
+# runs and that the recipe learns, not which network is better - the recorded full runs below say that.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 runs = [("article: ResNet-50 (224-px stem), Adam", article_model, article_history),
         ("fix: ResNet-20, Adam (article settings)", small_model, small_history),
-        ("fix + recipe: ResNet-20, SGD one-cycle, aug.", better_model, better_history)]
+        ("fix + recipe: ResNet-20, SGD one-cycle", better_model, better_history)]
 print(f"{'run':<46} {'params':>11} {'epochs':>6} {'test acc':>9} {'best':>7} {'seconds':>8}")
 for title, model, history in runs:
     print(f"{title:<46} {cnncourse.count_parameters(model):>11,} {len(history):>6} {history[-1]['test_acc']:>9.1%} "
@@ -504,75 +528,52 @@ axes[0].set(xlabel="epoch", ylabel="training loss", title="training loss")
 axes[1].set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
 for ax in axes:
     ax.grid(True, alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
 axes[1].legend(fontsize=8)
+figure.suptitle(f"Fashion-MNIST, {RUN}: {recipe_loader.num_samples:,} training images")
 figure.tight_layout()
 
 # %% [markdown]
-# The confusion matrix of the best run shows *which* classes it mixes up (rows: true class,
-# columns: prediction); with full training the errors gather in the shirt / T-shirt / pullover /
-# coat block.
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-predictions = predict(better_model, test_loader, keep_images=True)
-plot.plot_confusion_matrix(predictions, class_names=dataset_info("fashion-mnist").classes,
-                           title="ResNet-20, better recipe: test confusion matrix")
+# ## Where the pixels went, as a picture
+#
+# What the article's network holds at each depth for one test image: the stem's maps are 14x14,
+# stage 1's 7x7, stage 3's 2x2 - there is little left to recognise a garment from. In quick mode
+# these are the maps of the network after its single quick-sample epoch, so their patterns mean
+# little; their sizes are the point, and training does not change them.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 mean, std = NORMALIZATION["fashion-mnist"]
-plot.plot_predictions(predictions, class_names=dataset_info("fashion-mnist").classes, mean=mean, std=std, n=16)
-
-# %% [markdown]
-# Finally, the lesson as a picture: what the article's trained network holds at each depth for
-# one test image. The stem's maps are 14x14, stage 1's 7x7, stage 3's 2x2 - there is little left to
-# recognise a garment from.
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-test_image = predictions.images[0]
+test_image = next(iter(test_loader))[0][0]     # the first test image, normalised
 for layer in ("stem.0", "layer1", "layer3"):
-    display(plot.plot_feature_maps(article_model, test_image, layer, max_maps=7, mean=mean, std=std))
-
-# %% [markdown]
-# ## Summary
-#
-# * The article's network has exactly Keras's 26,267,778 trainable parameters; Keras's 45,440
-#   "non-trainable" ones are BatchNorm's running statistics, which PyTorch keeps as buffers.
-# * The paper's ResNet-50 downsamples inside residual blocks, uses BatchNorm on its projections and
-#   has no extra dense layer: 23,528,522 parameters for 10 classes, as torchvision's.
-# * Through the 224-pixel stem a 28-pixel image shrinks to 14, 7, 7, 4, 2 and **1** pixels: the
-#   formula and the hooks agree, and in the last stage 8/9 of the 3x3 weights get no gradient at all.
-# * A stem for small images (3x3, stride 1, no max-pool) keeps the resolution: ResNet-50 with it
-#   costs 13x the compute; ResNet-20 keeps 28-14-7 maps with 1 % of the parameters.
-#
-# Next: notebook 5 leaves 28-pixel images for 256-pixel galaxies, and VGG16.
+    size = "x".join(map(str, plot.feature_maps(article_model, test_image, layer).shape[1:]))
+    display(plot.plot_feature_maps(article_model, test_image, layer, max_maps=7, mean=mean, std=std,
+                                   title=f"article ResNet-50 ({RUN} run): {layer}, maps of {size}"))
 
 # %% [markdown]
 # ## Reference results
 #
 # Full-data runs recorded by `cnncourse train` on all 60,000 / 10,000 Fashion-MNIST images, read from
-# `results/*/metrics.json`, on a 2-core CPU: the article's Keras ResNet-50 with its settings (Adam
+# `results/*/metrics.json`, each with the CPU it ran on (two different machines, so their times do
+# not compare): the article's Keras ResNet-50 with its settings (Adam
 # 0.001, batch 128, no augmentation) for its first 10 epochs (of its 400), and ResNet-20 with the
 # better recipe (crop + flip, SGD with Nesterov momentum, one-cycle peaking at 0.1, weight decay 5e-4,
 # label smoothing 0.1, batch 128, bf16 autocast) for 15 epochs. The article reports 91.3 % after 400
-# epochs (Adam) and 91.4 % (SGD + momentum).
+# epochs (Adam) and 91.4 % (SGD + momentum): the dashed line in the figure.
 
 # %%
-from cnncourse import reference
-
 print(reference.summary("fmnist-article-resnet50"))
 print(reference.summary("fmnist-resnet20"))
 
 # %%
-print(reference.history_table(['fmnist-article-resnet50', 'fmnist-resnet20']))
+print(reference.history_table(["fmnist-article-resnet50", "fmnist-resnet20"]))
 
 # %%
-print(reference.history_table(['fmnist-article-resnet50', 'fmnist-resnet20'], column="train_acc"))
+print(reference.history_table(["fmnist-article-resnet50", "fmnist-resnet20"], column="train_acc"))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-reference.plot_results(['fmnist-article-resnet50', 'fmnist-resnet20'],
+reference.plot_results(["fmnist-article-resnet50", "fmnist-resnet20"],
                        lines={"article, 400 epochs (Adam)": 0.913, "goal, 15 epochs": 0.94});
 
 # %% [markdown]
@@ -585,14 +586,109 @@ print(reference.goal("fmnist-resnet20", 0.913))
 print(reference.goal("fmnist-article-resnet50", 0.913))
 
 # %% [markdown]
-# ResNet-20 clears the goal with about a hundredth of the article network's parameters and a 27th of
-# its epochs, and passes the article's final figure well before its last epoch. The gain in the last
-# epochs is the one-cycle schedule letting the learning rate fall to almost zero.
+# ResNet-20 passes the article's final figure well before its last epoch (second line), with about a
+# hundredth of the article network's parameters and a 27th of its epochs; this run ends just short of
+# the course's own, higher goal (first line). Its test accuracy wobbles while the learning rate is
+# high and climbs steadily over the last epochs, as the one-cycle schedule lets the rate fall towards zero.
 
 # %% [markdown]
 # The article's ResNet-50 at its own settings climbs fast and then flattens: after its first 10
-# epochs it is close to, but still short of, the article's 400-epoch figure, and its training accuracy
-# (second table, measured while training) pulls further ahead of its test accuracy almost every
-# epoch. With 28 x 28 inputs its last stages see 2 x 2 and 1 x 1 maps (traced above), so most of its
-# 26 million parameters do little, and a constant learning rate without augmentation gives it nothing
-# to close that gap with: more epochs mostly widen it, and 400 of them end only a little higher.
+# epochs it is close to, but still short of, the article's 400-epoch figure (third line), and its
+# training accuracy (second table, measured while training) pulls ahead of its test accuracy, the
+# gap growing over the epochs. With 28 x 28 inputs its last stages see 2 x 2 and 1 x 1 maps (traced
+# above), so much of its 26 million parameters works on almost nothing; with a constant learning
+# rate and no augmentation, the article needed 400 epochs to end a little above where this run
+# stands after 10.
+
+# %% [markdown]
+# The two recorded confusion matrices over all 10,000 test images, as the runs drew them (rows: true
+# class, columns: prediction), the article's network first. Both make their mistakes in the same
+# two places: the block of T-shirt/top, pullover, coat and shirt - shirt is the class missed most,
+# and T-shirts and shirts are taken for each other most often - and, far less, among sandals,
+# sneakers and ankle boots. ResNet-20's diagonal is fuller in the first block (compare the shirt
+# and coat rows): that is where its lead comes from.
+
+# %%
+reference.recorded_figure("fmnist-article-resnet50", "confusion")
+
+# %%
+reference.recorded_figure("fmnist-resnet20", "confusion")
+
+# %% [markdown]
+# ## The trained network, computed here
+#
+# The article's ResNet-50 cannot ship with the course: its weights are about 100 MB (26 million
+# numbers of 4 bytes each, the "Params size" of its layer summary), and its recorded run kept none.
+# **The figures of a trained network here come from ResNet-20**, the fix, whose recorded full run
+# saved its weights (`results/fmnist-resnet20/model.pt`). `reference.load_model` rebuilds it from
+# the run's settings, checks the file against the SHA-256 in `metrics.json` and loads it, in eval
+# mode. Everything below is computed live from those weights - not from the quick runs above - on
+# this notebook's test images (in quick mode: the 200 of the sample, 20 per class). No training
+# happens, so the result is the same on every CPU.
+
+# %%
+CLASSES = dataset_info("fashion-mnist").classes
+trained = reference.load_model("fmnist-resnet20", device=DEVICE)
+predictions = predict(trained, test_loader, keep_images=True)
+wrong = int((predictions.preds != predictions.labels).sum())
+total = len(predictions.labels)
+print(f"trained ResNet-20 on {total:,} test images: {total - wrong:,} right, {wrong} wrong "
+      f"({100 * (total - wrong) / total:.2f} % accuracy)")
+
+# %% [markdown]
+# Its confusion matrix on those images (rows: true class, columns: prediction). On the sample of
+# quick mode the few mistakes fall in the same two groups as in the recorded matrix over 10,000 -
+# among pullovers, coats, dresses and shirts, and among the shoes - but 200 images are too few to
+# fill the same cells: no T-shirt is taken for a shirt here, the most frequent mistake over 10,000.
+
+# %%
+plot.plot_confusion_matrix(predictions, class_names=CLASSES,
+                           title=f"trained ResNet-20 (recorded weights): {total:,} test images")
+
+# %% [markdown]
+# The mistakes themselves, in red (title: the prediction, then the true class), followed by the first
+# correct predictions in green. On the sample most of them are hard at 28 x 28 pixels even for a
+# person: an open ankle boot taken for a sandal, two low ankle boots for sneakers, a long coat for a
+# dress, a narrow dress for trousers, a long-sleeved shirt for a pullover.
+
+# %%
+plot.plot_predictions(predictions, class_names=CLASSES, mean=mean, std=std, n=16, ncols=8,
+                      title=f"trained ResNet-20: {wrong} of {total:,} test images wrong, the wrong ones first")
+
+# %% [markdown]
+# The 16 filters of its first convolution, 3x3 weights each (white: the largest weight, black: the
+# smallest, each filter scaled to its own range). As on the digits of notebook 3, most are small edge
+# detectors, light on one side and dark on the other at some orientation; a few have a dark centre
+# in a lighter ring, which answers small spots and thin lines.
+
+# %%
+plot.plot_filters(trained)
+
+# %% [markdown]
+# The same ankle boot as in the article network's maps above, through the trained ResNet-20, at the
+# end of each of its stages (the first 7 maps of each). At 28x28 (`layer1`) the maps trace the boot's
+# outline, its sole and its edges; at 14x14 (`layer2`) they light up on parts - the toe, the sole,
+# the top of the shaft; at 7x7 (`layer3`) they are coarse grids of where a pattern was found. Where
+# the article's network is down to 2x2 maps in its third stage, this one still has 7x7.
+
+# %%
+for layer in ("layer1", "layer2", "layer3"):
+    maps = plot.feature_maps(trained, test_image, layer)
+    display(plot.plot_feature_maps(trained, test_image, layer, max_maps=7, mean=mean, std=std,
+                                   title=f"trained ResNet-20: {layer}, {maps.shape[0]} maps of "
+                                         f"{maps.shape[1]}x{maps.shape[2]}"))
+
+# %% [markdown]
+# ## Summary
+#
+# * The article's network has exactly Keras's 26,267,778 trainable parameters; Keras's 45,440
+#   "non-trainable" ones are BatchNorm's running statistics, which PyTorch keeps as buffers.
+# * The paper's ResNet-50 downsamples inside residual blocks, uses BatchNorm on its projections and
+#   has no extra dense layer: 23,528,522 parameters for 10 classes, as torchvision's.
+# * Through the 224-pixel stem a 28-pixel image shrinks to 14, 7, 7, 4, 2 and **1** pixels: the
+#   formula and the hooks agree, and in the last stage 8/9 of the 3x3 weights get no gradient at all.
+# * A stem for small images (3x3, stride 1, no max-pool) keeps the resolution: ResNet-50 with it
+#   costs 13x the compute; ResNet-20 keeps 28-14-7 maps with a hundredth of the parameters, and its recorded
+#   run is checked above against the article's figure and the course's goal.
+#
+# Next: notebook 5 leaves 28-pixel images for 256-pixel galaxies, and VGG16.
