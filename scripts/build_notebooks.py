@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,16 @@ from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = REPO / "notebooks" / "src"
+PLACEHOLDER = "{{REPOSITORY}}"  # in the sources: Colab badges and setup cells
+
+
+def repository() -> str:
+    """``owner/name`` of the repository, from ``[project.urls] Repository`` in pyproject.toml."""
+    text = (REPO / "pyproject.toml").read_text()
+    match = re.search(r'^Repository\s*=\s*"https://github\.com/([^/"]+/[^/"]+?)/?"', text, re.M)
+    if not match:
+        raise SystemExit("pyproject.toml needs [project.urls] Repository = \"https://github.com/OWNER/NAME\"")
+    return match.group(1)
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
@@ -50,7 +61,7 @@ def parse_cells(text: str) -> list:
 
 def build(source: Path, execute: bool, timeout: int) -> Path:
     notebook = nbformat.v4.new_notebook()
-    notebook.cells = parse_cells(source.read_text())
+    notebook.cells = parse_cells(source.read_text().replace(PLACEHOLDER, repository()))
     notebook.metadata["kernelspec"] = dict(KERNELSPEC)
     notebook.metadata["language_info"] = {"name": "python"}
     target = REPO / "notebooks" / f"{source.stem}.ipynb"

@@ -34,6 +34,37 @@ def test_colab_link_names_its_own_file(path):
     assert set(links) == {f"notebooks/{path.name}"}
 
 
+def _build_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_notebooks", REPO / "scripts" / "build_notebooks.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    return build
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_committed_notebook_is_built_from_its_source(path):
+    build = _build_script()
+    source = (REPO / "notebooks" / "src" / path.with_suffix(".py").name).read_text()
+    cells = build.parse_cells(source.replace(build.PLACEHOLDER, build.repository()))
+    stored = _load(path)["cells"]
+    assert [(c.cell_type, c.source) for c in cells] == [(c["cell_type"], _source(c)) for c in stored], \
+        f"rebuild it: python scripts/build_notebooks.py {path.name[:2]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_repository_address_comes_from_pyproject(path):
+    """Badges and Colab setup cells name the repository of pyproject's [project.urls]; the sources hold
+    a placeholder only, so a fork or a move is a one-line change."""
+    build = _build_script()
+    slug = build.repository()
+    text = "".join(_source(c) for c in _load(path)["cells"][:3])
+    assert f"https://colab.research.google.com/github/{slug}/blob/main/notebooks/{path.name}" in text
+    assert f"https://github.com/{slug}" in text
+    source = (REPO / "notebooks" / "src" / path.with_suffix(".py").name).read_text()
+    assert source.count(build.PLACEHOLDER) == 2 and "github.com/" + slug not in source
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_kernelspec_is_python3(path):
     assert _load(path)["metadata"]["kernelspec"]["name"] == "python3"
