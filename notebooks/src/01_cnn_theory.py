@@ -43,6 +43,26 @@ print("torch", torch.__version__, "| quick mode:", cnncourse.quick_mode())
 print(cnncourse.describe_device())
 
 # %% [markdown]
+# ## What a real run costs
+#
+# Nothing here trains, so quick mode and the real run are the same notebook:
+#
+# * **download**: none. The one CIFAR-10 photograph it filters comes from the sample shipped with the
+#   package, in both modes; the CIFAR-10 tarball (about 170 MB, 163 MiB) is first downloaded in notebook 2;
+# * **time on a CPU**: seconds for the whole notebook; **on a GPU**: nothing to gain, it uses none;
+# * **memory**: the package's small CIFAR-10 sample and arrays of at most one image (computed below);
+# * **accuracy to expect**: none - the notebook checks formulas against PyTorch, it trains nothing.
+
+# %%
+from cnncourse.data.samples import sample_path
+
+sample_file = sample_path("cifar10")
+print(f"data read: {sample_file.name}, shipped with the package, {sample_file.stat().st_size / 1e6:.1f} MB on disk; "
+      "nothing is downloaded")
+print(f"memory, computed: one 32x32 RGB image is {32 * 32 * 3:,} bytes as uint8, "
+      f"{32 * 32 * 8:,} bytes as float64 grey levels")
+
+# %% [markdown]
 # ## Where CNNs come from
 #
 # In the 1950s-60s Hubel and Wiesel found two kinds of neurons in the cat's visual cortex.

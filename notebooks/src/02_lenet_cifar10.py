@@ -47,6 +47,8 @@ if "google.colab" in sys.modules:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -65,10 +67,52 @@ DEVICE = cnncourse.get_device()
 EPOCHS = 40 if QUICK else 10      # the article trained for 10 epochs; 200 images need more passes
 BATCH_SIZE = 32 if QUICK else 64  # the article's batch size is 64; 32 gives the quick sample 7 steps an epoch
 WEIGHT_DECAY = 0.5 if QUICK else 0.05  # AdamW's pull towards small weights: stronger for 200 images
+RUNS = Path("runs")               # checkpoints of the real runs (quick mode writes none)
 if QUICK:
     torch.set_num_threads(1)      # batches this small train fastest on one thread, also on a busy CPU
 print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs:", EPOCHS)
 print(cnncourse.describe_device())
+
+# %% [markdown]
+# ## What a real run costs
+#
+# Quick mode checks the code path. The real run (quick mode off: the article's run and three better
+# recipes, 10 epochs each on all 50,000 training images) needs:
+#
+# * **download**: `cifar-10-python.tar.gz`, about 170 MB (163 MiB), once;
+# * **time on a CPU**: measured for two of the four runs, printed below, each on one CPU thread (two
+#   runs side by side on a 2-core CPU). The recorded runs trained on a JPEG copy of CIFAR-10 and the
+#   notebook trains on the original, so expect close figures, not the same ones;
+# * **time on a GPU**: not measured yet;
+# * **memory**: the data set and LeNet's training state, computed below; the activations of a batch of
+#   64 are not measured yet;
+# * **accuracy to expect**: the recorded runs' test accuracy, printed below.
+#
+# In real mode every training run writes a checkpoint to `runs/` after each epoch, and when its cell
+# is run again it continues from the last finished epoch, so a Colab disconnect costs at most the
+# epoch in progress (in Colab `runs/` is on the runtime's disk: it survives a reconnection, not a new
+# runtime).
+
+# %%
+RECORDED_RUNS = {"cifar10-lenet-article": "the article's settings (Adam, lr 0.01, batch 64): the first run below",
+                 "cifar10-lenet-improved": "AdamW one-cycle, no augmentation: the first of the three recipes"}
+for name, what in RECORDED_RUNS.items():
+    run = reference.load_result(name)
+    prov = run["provenance"]
+    threads = prov["torch_threads"]
+    print(f"{name}, {what}:")
+    print(f"  {run['epochs']} epochs on {run['num_train_images']:,} images in {prov['wall_seconds'] / 60:.1f} min "
+          f"on {threads} thread{'s' if threads > 1 else ''} of a {prov['cpu_count']}-core CPU ({prov['cpu']}); "
+          f"test accuracy {100 * run['test_accuracy']:.2f} %")
+print("the recipes with flips and with crops and flips: not measured yet on the full data")
+print("time on a GPU: not measured yet")
+cifar = dataset_info("cifar10")
+one_copy = cifar.num_images * cifar.in_channels * cifar.image_size ** 2   # bytes, uint8
+with torch.device("meta"):
+    lenet_parameters = cnncourse.count_parameters(LeNet())
+print(f"memory, computed: CIFAR-10 as uint8 is {one_copy / 1e6:.0f} MB; the notebook holds about five copies "
+      f"(data sets, tensors, fast loaders), about {5 * one_copy / 1e9:.1f} GB; LeNet's training state "
+      f"(float32 weights, gradients and Adam's two moments) {16 * lenet_parameters / 1e6:.1f} MB")
 
 # %% [markdown]
 # ## The CIFAR-10 data set
@@ -349,8 +393,9 @@ print("settings:", ", ".join(f"{key} {settings[key]}" for key in
 # NBVAL_IGNORE_OUTPUT
 cnncourse.seed_everything(0)
 article_model = LeNet()
-article_history = fit(article_model, train_loader, test_loader, epochs=EPOCHS,
-                      optimizer="adam", lr=0.01, device=DEVICE)
+checkpoint = None if QUICK else RUNS / "cifar10-lenet-article.pt"   # real mode: resumable
+article_history = fit(article_model, train_loader, test_loader, epochs=EPOCHS, optimizer="adam", lr=0.01,
+                      device=DEVICE, checkpoint=checkpoint, resume=checkpoint is not None)
 shown = [r for r in article_history if r["epoch"] == 1 or r["epoch"] % max(1, EPOCHS // 8) == 0]
 print("test accuracy after epoch", ", ".join(f"{r['epoch']}: {100 * r['test_acc']:.1f} %" for r in shown))
 
@@ -508,8 +553,10 @@ for name, augment in recipes.items():
     train_data, test_data = fast_loaders("cifar10", batch_size=BATCH_SIZE, augment=augment, device=DEVICE, seed=0)
     cnncourse.seed_everything(0)
     models[name] = LeNet()
+    checkpoint = None if QUICK else RUNS / f"cifar10-lenet-adamw-{augment or 'plain'}.pt"   # real mode: resumable
     histories[name] = fit(models[name], train_data, test_data, epochs=EPOCHS, optimizer="adamw", lr=3e-3,
-                          weight_decay=WEIGHT_DECAY, schedule="onecycle", device=DEVICE)
+                          weight_decay=WEIGHT_DECAY, schedule="onecycle", device=DEVICE,
+                          checkpoint=checkpoint, resume=checkpoint is not None)
     print(f"{name.strip():<40} final test accuracy {100 * histories[name].test_acc[-1]:.1f} %")
 
 # %% [markdown]

@@ -46,6 +46,8 @@ if "google.colab" in sys.modules:
 # %%
 # NBVAL_IGNORE_OUTPUT
 %matplotlib inline
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,8 +65,43 @@ EPOCHS = 6 if QUICK else 3         # quick sample: more, shorter epochs so that 
 BATCH_SIZE = 32 if QUICK else 128  # 500 digits make 16 steps per epoch at 32, only 4 at 128
 RUN = "quick sample" if QUICK else "full data"
 DIGITS = [str(d) for d in range(10)]
+RUNS = Path("runs")                # checkpoints of the real run (quick mode writes none)
 print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs:", EPOCHS, "| batch size:", BATCH_SIZE)
 print(cnncourse.describe_device())
+
+# %% [markdown]
+# ## What a real run costs
+#
+# Quick mode checks the code path. The real run (quick mode off: ResNet-20, 3 epochs on all 60,000
+# training digits) needs:
+#
+# * **download**: MNIST's four `.gz` files, about 11.6 MB, once;
+# * **time on a CPU**: measured, printed below: the recorded run on one CPU thread (two runs side by
+#   side on a 2-core CPU);
+# * **time on a GPU**: not measured yet;
+# * **memory**: the digits and ResNet-20's training state, computed below; the activations of a batch
+#   of 128 are not measured yet;
+# * **accuracy to expect**: the recorded run's test accuracy, printed below.
+#
+# In real mode the training run writes a checkpoint to `runs/` after each epoch, and when its cell is
+# run again it continues from the last finished epoch, so a Colab disconnect costs at most the epoch
+# in progress (in Colab `runs/` is on the runtime's disk: it survives a reconnection, not a new runtime).
+
+# %%
+recorded_run = reference.load_result("mnist-resnet20")
+prov = recorded_run["provenance"]
+threads = prov["torch_threads"]
+print(f"mnist-resnet20, the training run below: {recorded_run['epochs']} epochs on "
+      f"{recorded_run['num_train_images']:,} digits in {prov['wall_seconds'] / 60:.1f} min on {threads} "
+      f"thread{'s' if threads > 1 else ''} of a {prov['cpu_count']}-core CPU ({prov['cpu']}); "
+      f"test accuracy {100 * recorded_run['test_accuracy']:.2f} %")
+print("time on a GPU: not measured yet")
+mnist = dataset_info("mnist")
+with torch.device("meta"):
+    resnet20_parameters = cnncourse.count_parameters(resnet20(num_classes=10, in_channels=1))
+print(f"memory, computed: MNIST as uint8 is {mnist.num_images * mnist.image_size ** 2 / 1e6:.0f} MB; "
+      f"ResNet-20's training state (float32 weights, gradients and AdamW's two moments) "
+      f"{16 * resnet20_parameters / 1e6:.1f} MB")
 
 # %% [markdown]
 # ## The problem: deeper plain networks train worse
@@ -449,8 +486,10 @@ print(f"this run: {train_data.num_samples:,} training images in {len(train_data)
 # NBVAL_IGNORE_OUTPUT
 cnncourse.seed_everything(0)
 mnist_model = resnet20(num_classes=10, in_channels=1)
+checkpoint = None if QUICK else RUNS / "mnist-resnet20.pt"   # real mode: resumable
 history = fit(mnist_model, train_data, test_data, epochs=EPOCHS, optimizer="adamw", lr=3e-3,
-              weight_decay=0.05, schedule="onecycle", device=DEVICE)
+              weight_decay=0.05, schedule="onecycle", device=DEVICE, checkpoint=checkpoint,
+              resume=checkpoint is not None)
 for record in history:
     print(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, train accuracy "
           f"{100 * record['train_acc']:.2f} %, test accuracy {100 * record['test_acc']:.2f} %, "

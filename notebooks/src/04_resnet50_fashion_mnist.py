@@ -47,6 +47,8 @@ if "google.colab" in sys.modules:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
@@ -69,9 +71,62 @@ BATCH_SIZE = 128                 # the article's batch size (the paper used 256)
 RECIPE_EPOCHS = 8 if QUICK else 15        # the better recipe: more, shorter epochs in quick mode
 RECIPE_BATCH_SIZE = 32 if QUICK else 128  # 500 images make 16 steps per epoch at 32, only 4 at 128
 RUN = "quick sample" if QUICK else "full data"
+RUNS = Path("runs")                       # checkpoints of the real runs (quick mode writes none)
 print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs per run:", EPOCHS,
       "| better recipe:", RECIPE_EPOCHS, "epochs, batch", RECIPE_BATCH_SIZE)
 print(cnncourse.describe_device())
+
+# %% [markdown]
+# ## What a real run costs
+#
+# Quick mode checks the code path. The real run (quick mode off: the article's network, ResNet-20 with
+# the article's settings and ResNet-20 with the better recipe, 15 epochs each on all 60,000 training
+# images) needs:
+#
+# * **download**: Fashion-MNIST's four `.gz` files, about 30.9 MB, once;
+# * **time on a CPU**: measured for two of the three runs, printed below, on 2-core CPUs: ResNet-20 on
+#   one CPU thread (two runs side by side), the article's network on two. The article's network was
+#   recorded for 10 epochs, so its time for 15 is scaled up (an extrapolation); the better recipe was
+#   recorded with bfloat16 autocast, which the notebook uses only on a GPU;
+# * **time on a GPU**: not measured yet;
+# * **memory**: the images, each network's training state and checkpoint, computed below; the
+#   activations of a batch of 128 are not measured yet;
+# * **accuracy to expect**: the recorded runs' test accuracy, printed below (the article's network
+#   after its 10 recorded epochs).
+#
+# In real mode every training run writes a checkpoint to `runs/` after each epoch, and when its cell
+# is run again it continues from the last finished epoch, so a Colab disconnect costs at most the
+# epoch in progress (in Colab `runs/` is on the runtime's disk: it survives a reconnection, not a new
+# runtime).
+
+# %%
+REAL_EPOCHS = 15   # EPOCHS and RECIPE_EPOCHS of the real run (the setup cell)
+RECORDED_RUNS = {"fmnist-article-resnet50": "the article's network and settings (the first run below)",
+                 "fmnist-resnet20": "ResNet-20, the better recipe (the third run below)"}
+for name, what in RECORDED_RUNS.items():
+    run = reference.load_result(name)
+    prov = run["provenance"]
+    threads, minutes = prov["torch_threads"], prov["wall_seconds"] / 60
+    print(f"{name}, {what}:")
+    print(f"  {run['epochs']} epochs on {run['num_train_images']:,} images in {minutes:.1f} min on {threads} "
+          f"thread{'s' if threads > 1 else ''} of a {prov['cpu_count']}-core CPU ({prov['cpu']}); "
+          f"test accuracy {100 * run['test_accuracy']:.2f} %")
+    if run["epochs"] != REAL_EPOCHS:
+        print(f"  the real run's {REAL_EPOCHS} epochs: about {minutes * REAL_EPOCHS / run['epochs']:.0f} min "
+              "(extrapolated from the recorded epochs)")
+print("ResNet-20 with the article's settings (the second run below): not measured yet")
+print("time on a GPU: not measured yet")
+fashion = dataset_info("fashion-mnist")
+with torch.device("meta"):
+    article_parameters = cnncourse.count_parameters(resnet50_keras_article(num_classes=10, in_channels=1))
+    resnet20_parameters = cnncourse.count_parameters(resnet20(num_classes=10, in_channels=1))
+print(f"memory, computed: Fashion-MNIST as uint8 is {fashion.num_images * fashion.image_size ** 2 / 1e6:.0f} MB "
+      "a copy (the notebook holds three: the data set and two fast loaders)")
+print(f"  the article's network, Adam: training state (float32 weights, gradients, two moments) "
+      f"{16 * article_parameters / 1e6:.0f} MB, checkpoint (weights and moments) {12 * article_parameters / 1e6:.0f} MB")
+print(f"  ResNet-20, SGD with momentum: training state (float32 weights, gradients, momentum) "
+      f"{12 * resnet20_parameters / 1e6:.1f} MB, checkpoint {8 * resnet20_parameters / 1e6:.1f} MB; "
+      f"with Adam: {16 * resnet20_parameters / 1e6:.1f} MB")
 
 # %% [markdown]
 # ## Fashion-MNIST
@@ -437,8 +492,9 @@ train_loader, test_loader = fast_loaders("fashion-mnist", batch_size=BATCH_SIZE,
 print(train_loader, test_loader, sep="\n")
 cnncourse.seed_everything(0)
 article_model = resnet50_keras_article(num_classes=10, in_channels=1)
+checkpoint = None if QUICK else RUNS / "fmnist-article-resnet50.pt"   # real mode: resumable
 article_history = fit(article_model, train_loader, test_loader, epochs=EPOCHS, optimizer="adam", lr=1e-3,
-                      device=DEVICE, seed=0)
+                      device=DEVICE, seed=0, checkpoint=checkpoint, resume=checkpoint is not None)
 for record in article_history:
     print(f"epoch {record['epoch']:>2}: train loss {record['train_loss']:.3f}, train acc {record['train_acc']:.1%}, "
           f"test acc {record['test_acc']:.1%}, {record['seconds']:.1f} s")
@@ -453,8 +509,9 @@ for record in article_history:
 # NBVAL_IGNORE_OUTPUT
 cnncourse.seed_everything(0)
 small_model = resnet20(num_classes=10, in_channels=1)
+checkpoint = None if QUICK else RUNS / "fmnist-resnet20-adam.pt"   # real mode: resumable
 small_history = fit(small_model, train_loader, test_loader, epochs=EPOCHS, optimizer="adam", lr=1e-3,
-                    device=DEVICE, seed=0)
+                    device=DEVICE, seed=0, checkpoint=checkpoint, resume=checkpoint is not None)
 for record in small_history:
     print(f"epoch {record['epoch']:>2}: train loss {record['train_loss']:.3f}, train acc {record['train_acc']:.1%}, "
           f"test acc {record['test_acc']:.1%}, {record['seconds']:.1f} s")
@@ -484,9 +541,10 @@ recipe_loader, _ = fast_loaders("fashion-mnist", batch_size=RECIPE_BATCH_SIZE, a
 print(recipe_loader)
 cnncourse.seed_everything(0)
 better_model = resnet20(num_classes=10, in_channels=1)
+checkpoint = None if QUICK else RUNS / "fmnist-resnet20-sgd-onecycle.pt"   # real mode: resumable
 better_history = fit(better_model, recipe_loader, test_loader, epochs=RECIPE_EPOCHS, optimizer="sgd", lr=0.1,
                      momentum=0.9, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1,
-                     device=DEVICE, seed=0)
+                     device=DEVICE, seed=0, checkpoint=checkpoint, resume=checkpoint is not None)
 for record in better_history:
     print(f"epoch {record['epoch']:>2}: train loss {record['train_loss']:.3f}, train acc {record['train_acc']:.1%}, "
           f"test acc {record['test_acc']:.1%}, {record['seconds']:.1f} s")
