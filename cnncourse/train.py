@@ -44,7 +44,7 @@ except ImportError:
 
 __all__ = ["History", "TrainState", "TrainingDiverged", "train_one_epoch", "evaluate", "predict", "fit",
            "Predictions", "make_optimizer", "make_scheduler", "resolve_amp", "check_options",
-           "default_device", "cpu_has_native_bf16", "OPTIMIZERS", "SCHEDULES"]
+           "default_device", "resolve_device", "cpu_has_native_bf16", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = (None, "step", "cosine", "onecycle")
@@ -187,6 +187,11 @@ def _prepare_data(data, device: torch.device):
     return data
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def default_device() -> torch.device:
     """The best device here: the current accelerator (CUDA, MPS, XPU, ...) if any, else the CPU."""
     accelerator = getattr(torch, "accelerator", None)
@@ -194,8 +199,22 @@ def default_device() -> torch.device:
         return torch.device(accelerator.current_accelerator().type)
     if torch.cuda.is_available():  # torch < 2.6 has no torch.accelerator
         return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    return torch.device("mps" if _mps_available() else "cpu")
+
+
+def resolve_device(preferred=None) -> torch.device:
+    """``preferred`` as a device if it names one that is here; ``None``/``"auto"``: :func:`default_device`."""
+    if preferred is None or preferred == "auto":
+        return default_device()
+    try:
+        device = torch.device(preferred)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {preferred!r} is not a device name: use auto, cpu, cuda, cuda:1 or mps") from None
+    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": _mps_available()}.get(device.type)
+    if present is False:
+        raise ValueError(f"device {preferred!r} was asked for but {device.type.upper()} is not available here; "
+                         "use --device cpu or leave it out to choose automatically.")
+    return device
 
 
 def make_optimizer(model: nn.Module, optimizer: Union[str, torch.optim.Optimizer, Callable] = "adam",
@@ -582,16 +601,6 @@ def _interrupted(history: History, epoch: int, checkpoint, saved: int, rank: int
     return history
 
 
-def _resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return default_device()
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r} is not a device name: use 'cpu', 'cuda', 'cuda:1', 'mps' "
-                         "or None (the best available)") from None
-
-
 # --------------------------------------------------------------------------------------- fit
 def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
         optimizer: Union[str, torch.optim.Optimizer, Callable] = "adam", lr: float = 1e-3,
@@ -625,7 +634,7 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
         raise ValueError("resume=True needs checkpoint=PATH (the file to continue from)")
     if checkpoint is not None and checkpointing is None:
         raise ImportError("checkpoint=... needs checkpointing.py beside train.py (copy it from cnncourse)")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and parallel is None:
         raise ImportError("training under torchrun needs parallel.py beside train.py (copy it from cnncourse)")
     rank, world, device = parallel.setup(device) if parallel is not None else (0, 1, device)

@@ -13,24 +13,9 @@ from torch import nn
 
 def get_device(preferred: Optional[str] = None) -> torch.device:
     """Pick a device: ``preferred`` if given (and present), else the best one here: the current
-    accelerator (``torch.accelerator``: CUDA, MPS, XPU, ...), else the CPU."""
-    from cnncourse.train import default_device
-    if preferred in (None, "auto"):
-        return default_device()
-    try:
-        device = torch.device(preferred)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {preferred!r} is not a device name: use auto, cpu, cuda, cuda:1 or mps") from None
-    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": _mps_available()}.get(device.type)
-    if present is False:
-        raise ValueError(f"device {preferred!r} was asked for but {device.type.upper()} is not available here; "
-                         "use --device cpu or leave it out to choose automatically.")
-    return device
-
-
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
+    accelerator (``torch.accelerator``: CUDA, MPS, XPU, ...), else the CPU (``train.resolve_device``)."""
+    from cnncourse.train import resolve_device
+    return resolve_device(preferred)
 
 
 def describe_device(device: Optional[torch.device] = None) -> str:
