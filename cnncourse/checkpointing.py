@@ -106,14 +106,15 @@ def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> Path:
                                    f"({kept}); free some space, then resume the run") from None
 
 
-def load_checkpoint(path: PathLike, map_location=None) -> Dict[str, Any]:
-    """Read a checkpoint written by ``fit`` (tensors and plain Python values only)."""
+def load_checkpoint(path: PathLike, map_location=None, mmap: bool = False) -> Dict[str, Any]:
+    """Read a checkpoint written by ``fit`` (tensors and plain Python values only). ``mmap=True``
+    maps the tensors instead of reading them: cheap when only the plain values are wanted."""
     path = Path(path)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): it is not a usable checkpoint; delete it to start "
                               "again")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except OSError as error:
         if error.errno is not None:  # permissions and the like: the message is already right
             raise

@@ -227,7 +227,7 @@ def _resolve(given: dict) -> Tuple[TrainConfig, Path, Optional[dict]]:
         raise UsageError(f"{run_file} is damaged ({type(error).__name__}: {error}): start the run again "
                          "without --resume, or restore the file") from None
     from cnncourse.checkpointing import load_checkpoint
-    state = load_checkpoint(checkpoint, map_location="cpu")
+    state = load_checkpoint(checkpoint, map_location="cpu", mmap=True)  # only its epochs: fit reads the weights
     if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
         raise UsageError(f"{checkpoint} is not a cnncourse training checkpoint: delete it to start again")
     changed = [f"--{k.replace('_', '-')} {v} (the run used {getattr(config, k)})" for k, v in given.items()
@@ -322,14 +322,14 @@ def _save_weights(out: Path, model) -> dict:
 def _save_figures(out: Path, history, predictions, classes, title: str) -> List[str]:
     """Draw curves.png and confusion.png; a failure is a warning (metrics.json is already written)."""
     from cnncourse.plot import plot_confusion_matrix, plot_learning_curves
-    written = []
-    jobs = [("confusion.png", lambda: plot_confusion_matrix(predictions, class_names=classes,
-                                                            title=f"{title}: confusion matrix"))]
+    jobs = []
     if len(history):
-        jobs.insert(0, ("curves.png", lambda: plot_learning_curves(history, title=title)))
+        jobs.append(("curves.png", lambda: plot_learning_curves(history, title=title)))
+    if predictions is not None:
+        jobs.append(("confusion.png", lambda: plot_confusion_matrix(predictions, class_names=classes,
+                                                                    title=f"{title}: confusion matrix")))
+    written = []
     for filename, draw in jobs:
-        if filename == "confusion.png" and predictions is None:
-            continue
         try:
             draw().savefig(out / filename, dpi=100)
             written.append(str(out / filename))
