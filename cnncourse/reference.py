@@ -106,9 +106,15 @@ def hardware(metrics: dict) -> str:
     return f"CPU: {prov['cpu']}, {prov['cpu_count']} cores"
 
 
-def summary(name: str, path: Optional[PathLike] = None) -> str:
-    """One deterministic line about a recorded run, for notebooks and README."""
-    metrics = load_result(name, path)
+def summary(name: str, path: Optional[PathLike] = None, missing: Optional[str] = None) -> str:
+    """One deterministic line about a recorded run, for notebooks and README; ``missing`` (e.g. "not
+    measured yet") is returned instead of raising FileNotFoundError when the run was never recorded."""
+    try:
+        metrics = load_result(name, path)
+    except FileNotFoundError:
+        if missing is None:
+            raise
+        return missing
     prov = metrics["provenance"]
     quick = " (quick-mode sample)" if prov.get("quick_mode") else ""
     return (f"{name}: {metrics['model']} on {metrics['data']}{quick}, {metrics['epochs']} epoch(s): "

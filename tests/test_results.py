@@ -58,6 +58,9 @@ def test_summary_line_quotes_the_file():
 def test_unknown_result_names_the_recorded_ones():
     with pytest.raises(FileNotFoundError, match="recorded"):
         reference.load_result("no-such-experiment", RESULTS)
+    with pytest.raises(FileNotFoundError, match="recorded"):
+        reference.summary("no-such-experiment", RESULTS)
+    assert reference.summary("no-such-experiment", RESULTS, missing="not measured yet") == "not measured yet"
 
 
 def _fake_results(tmp_path, accuracies):

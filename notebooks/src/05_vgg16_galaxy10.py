@@ -117,14 +117,6 @@ if "google.colab" in sys.modules and KEEP_ON_DRIVE and not QUICK:
 # again it continues from there: a Colab disconnect costs at most the epoch in progress.
 
 # %%
-def recorded(name):
-    """The recorded run ``name`` of results/ in one line, or 'not measured yet'."""
-    try:
-        return reference.summary(name)
-    except FileNotFoundError:
-        return "not measured yet"
-
-
 galaxy = dataset_info("galaxy10")
 train_images = round(0.9 * galaxy.num_images)   # the stratified 90/10 split, to within a few images
 with torch.device("meta"):
@@ -140,7 +132,7 @@ print(f"(from the recorded quick-sample run: {rate:.1f} images/s at {quick_run['
       "pixel count: an order of magnitude, not a measurement)")
 print(f"VGG16's training state (float32 weights, gradients and Adam's two moments): {16 * vgg_parameters / 1e9:.2f} GB; "
       f"one checkpoint (weights and moments): {12 * vgg_parameters / 1e9:.2f} GB")
-print("full-data run (results/galaxy10-vgg16):", recorded("galaxy10-vgg16"))
+print("full-data run (results/galaxy10-vgg16):", reference.summary("galaxy10-vgg16", missing="not measured yet"))
 
 # %% [markdown]
 # ## Galaxy10 DECaLS

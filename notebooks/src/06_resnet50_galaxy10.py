@@ -119,14 +119,6 @@ if "google.colab" in sys.modules and KEEP_ON_DRIVE and not QUICK:
 # most the epoch in progress.
 
 # %%
-def recorded(name):
-    """The recorded run ``name`` of results/ in one line, or 'not measured yet'."""
-    try:
-        return reference.summary(name)
-    except FileNotFoundError:
-        return "not measured yet"
-
-
 galaxy = dataset_info("galaxy10")
 train_images = round(0.9 * galaxy.num_images)   # the stratified 90/10 split, to within a few images
 with torch.device("meta"):
@@ -148,7 +140,7 @@ print("(training state: float32 weights, gradients and Adam's two moments; check
       f"({reference.hardware(quick_runs['VGG16'])}), scaled by the pixel count - an order of magnitude, "
       "not a measurement)")
 for name in ("galaxy10-vgg16", "galaxy10-resnet50-article"):
-    print(f"full-data run (results/{name}):", recorded(name))
+    print(f"full-data run (results/{name}):", reference.summary(name, missing="not measured yet"))
 
 # %% [markdown]
 # ## The article's ResNet-50
