@@ -244,26 +244,31 @@ def _resolve(given: dict) -> Tuple[TrainConfig, Path, Optional[dict]]:
 
 
 def _build_data(config: TrainConfig, device, seed: int):
-    """(train, test, classes, info) for the chosen loader; both read the same data recipe."""
+    """(train, val, test, classes, info) for the chosen loader (val None without --val-fraction);
+    both loaders read the same data recipe."""
     from cnncourse.data import default_transform, get_dataset, make_loader
     from cnncourse.fastdata import fast_loaders
 
     name, size = config.data, config.image_size
     info = _data_info(name)
     if config.loader == "fast":
-        train, test = fast_loaders(name, batch_size=config.batch_size, augment=config.augment, image_size=size,
-                                   device=device, seed=seed, root=config.data_root,
-                                   channels_last=config.channels_last, preset=config.preset)
-        return train, test, train.classes or list(info.classes), info
-    datasets = [get_dataset(name, split, root=config.data_root, seed=seed,
+        loaders = fast_loaders(name, batch_size=config.batch_size, augment=config.augment, image_size=size,
+                               device=device, seed=seed, root=config.data_root, channels_last=config.channels_last,
+                               preset=config.preset, val_fraction=config.val_fraction, subset=config.train_subset)
+        train, val, test = loaders if len(loaders) == 3 else (loaders[0], None, loaders[1])
+        return train, val, test, train.classes or list(info.classes), info
+    splits = ("train", "val", "test") if config.val_fraction else ("train", "test")
+    datasets = [get_dataset(name, split, root=config.data_root, seed=seed, val_fraction=config.val_fraction,
+                            subset=config.train_subset if split == "train" else None,
                             transform=default_transform(name, train=split == "train", augment=config.augment,
                                                         image_size=size, preset=config.preset, seed=seed))
-                for split in ("train", "test")]
+                for split in splits]
     train = make_loader(datasets[0], batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
                         seed=seed)
-    test = make_loader(datasets[1], batch_size=max(256, 2 * config.batch_size), shuffle=False,
-                       num_workers=config.workers)
-    return train, test, list(getattr(datasets[0], "classes", info.classes)), info
+    held = [make_loader(d, batch_size=max(256, 2 * config.batch_size), shuffle=False, num_workers=config.workers)
+            for d in datasets[1:]]
+    val, test = held if len(held) == 2 else (None, held[0])
+    return train, val, test, list(getattr(datasets[0], "classes", info.classes)), info
 
 
 def _count(loader) -> int:
@@ -367,7 +372,7 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     seed_everything(config.seed)
-    train, test, classes, info = _build_data(config, device, config.seed)
+    train, val, test, classes, info = _build_data(config, device, config.seed)
     image_size = _image_size(test)
     model = _build_model(config, info, image_size)
     resumed_from = int(resumed_state["epoch"]) if resumed_state is not None else 0
@@ -381,7 +386,8 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
               f"({_device_name(device)}){f', {world} processes' if world > 1 else ''}", file=sys.stderr)
     try:
         history = fit(model, train, test, **config.fit_kwargs(), device=device, checkpoint=out / "checkpoint.pt",
-                      resume=resumed_state is not None, progress=progress and rank == 0)
+                      resume=resumed_state is not None, progress=progress and rank == 0, val_data=val,
+                      test_every_epoch=config.test_every_epoch)
     except TrainingDiverged as error:
         print(f"cnncourse train: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -393,9 +399,12 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     metrics = {
         "model": config.model, "data": config.data, "epochs": len(history), "accuracy_unit": "fraction (0-1)",
         "test_accuracy": last.get("test_acc"), "test_loss": last.get("test_loss"),
-        "best_test_accuracy": history.best("test_acc")["test_acc"] if len(history) else None,
+        "val_accuracy": last.get("val_acc"), "val_loss": last.get("val_loss"),
+        "best_val_accuracy": history.best("val_acc")["val_acc"] if val is not None and len(history) else None,
+        "best_val_epoch": history.best("val_acc")["epoch"] if val is not None and len(history) else None,
         "train_accuracy": last.get("train_acc"), "num_parameters": count_parameters(model),
-        "num_train_images": _count(train), "num_test_images": _count(test),
+        "num_train_images": _count(train), "num_val_images": _count(val) if val is not None else 0,
+        "num_test_images": _count(test),
         "image_size": image_size, "classes": list(classes), "interrupted": history.interrupted,
         "history": history.to_list(),
         "weights": None if history.interrupted else _save_weights(out, model),
@@ -407,8 +416,9 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
               f"cnncourse train --out {out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     figures = _save_figures(out, history, history.predictions, classes, f"{config.model} on {info.title}")
-    accuracy = metrics["test_accuracy"]
-    print(f"cnncourse train: test accuracy {100 * accuracy:.2f} % after {len(history)} epoch(s); wrote "
+    accuracy, held = metrics["test_accuracy"], metrics["val_accuracy"]
+    print(f"cnncourse train: {f'validation accuracy {100 * held:.2f} %, ' if held is not None else ''}"
+          f"test accuracy {100 * accuracy:.2f} % after {len(history)} epoch(s); wrote "
           + ", ".join([str(out / "metrics.json")] + figures), file=sys.stderr)
     return EXIT_OK
 

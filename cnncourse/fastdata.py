@@ -325,8 +325,10 @@ def fast_loaders(name: str, batch_size: int = 64, augment: Union[bool, str, None
                  image_size: Optional[int] = None, device: DeviceLike = None, seed: int = 0,
                  root=None, download: bool = True, test_batch_size: Optional[int] = None,
                  drop_last: bool = False, channels_last: bool = False, preset: str = "course",
-                 recipe=None, rank: int = 0, world_size: int = 1) -> Tuple[TensorLoader, TensorLoader]:
-    """Train and test :class:`TensorLoader` for a course data set or an image folder.
+                 recipe=None, rank: int = 0, world_size: int = 1, val_fraction: float = 0.0,
+                 subset: Optional[int] = None) -> Tuple[TensorLoader, ...]:
+    """Train and test :class:`TensorLoader` for a course data set or an image folder; with
+    ``val_fraction > 0``, (train, val, test): a seeded stratified hold-out of the training split.
 
     Normalisation and ``augment=True`` follow ``cnncourse.data.data_recipe(name, preset)``, the
     recipe the DataLoader path's ``default_transform`` reads too: ``preset="course"`` (the data
@@ -334,8 +336,9 @@ def fast_loaders(name: str, batch_size: int = 64, augment: Union[bool, str, None
     augmentation) or ``"article"`` (the articles' ``Normalize(0.5, 0.5)`` and augmentation);
     ``recipe`` overrides it. A string ``augment`` names one of :data:`AUGMENTATIONS` instead. The
     test loader is never shuffled or augmented and uses batches of ``test_batch_size`` (default:
-    twice ``batch_size``, at least 256). ``rank``/``world_size`` shard both loaders (see
-    :class:`TensorLoader`).
+    twice ``batch_size``, at least 256); the validation loader is built the same way.
+    ``subset``: about that many training images, stratified. ``rank``/``world_size`` shard the
+    loaders (see :class:`TensorLoader`).
     """
     try:
         from cnncourse.data import data_recipe, get_dataset, is_known_name, pixel_statistics, to_tensors
@@ -346,11 +349,13 @@ def fast_loaders(name: str, batch_size: int = 64, augment: Union[bool, str, None
             "std=...) from your own uint8 tensors, which needs only torch.") from error
 
     loaded = []
-    for split in ("train", "test"):
+    splits = ("train", "val", "test") if val_fraction else ("train", "test")
+    for split in splits:
         dataset = get_dataset(name, split=split, root=root, transform=None, download=download,
-                              image_size=image_size, seed=seed)
+                              image_size=image_size, seed=seed, val_fraction=val_fraction,
+                              subset=subset if split == "train" else None)
         loaded.append((dataset, *to_tensors(dataset, image_size=image_size)))
-    (train_set, train_x, train_y), (test_set, test_x, test_y) = loaded
+    (train_set, train_x, train_y), (test_set, test_x, test_y) = loaded[0], loaded[-1]
     if recipe is None:
         stats = None if is_known_name(name) or preset != "course" else pixel_statistics(train_x)
         recipe = data_recipe(name, preset, image_folder_stats=stats)
@@ -359,6 +364,7 @@ def fast_loaders(name: str, batch_size: int = 64, augment: Union[bool, str, None
                   rank=rank, world_size=world_size)
     train = TensorLoader(train_x, train_y, batch_size=batch_size, shuffle=True, augment=augment or None,
                          drop_last=drop_last, classes=getattr(train_set, "classes", None), **common)
-    test = TensorLoader(test_x, test_y, batch_size=test_batch_size or max(2 * batch_size, 256), shuffle=False,
-                        augment=None, classes=getattr(test_set, "classes", None), **common)
-    return train, test
+    evaluation = [TensorLoader(x, y, batch_size=test_batch_size or max(2 * batch_size, 256), shuffle=False,
+                               augment=None, classes=getattr(part, "classes", None), **common)
+                  for part, x, y in loaded[1:]]
+    return (train, *evaluation)

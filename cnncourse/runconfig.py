@@ -38,6 +38,16 @@ class TrainConfig:
     preset: str = field(default="course", metadata=_opt(
         "preprocessing: course = the data set's own statistics and augmentation; article = the source "
         "articles' Normalize(0.5, 0.5) and their augmentation", "what to train", choices=("course", "article")))
+    val_fraction: float = field(default=0.0, metadata=_opt(
+        "hold out this fraction of every class of the training set (seeded) for validation: evaluated after "
+        "every epoch, the test set only after the last (choose recipes and epochs on validation)", "what to train",
+        metavar="F"))
+    train_subset: Optional[int] = field(default=None, metadata=_opt(
+        "train on about N images, a seeded stratified subset of the training set (short experiments)",
+        "what to train", metavar="N"))
+    test_every_epoch: Optional[bool] = field(default=None, metadata=_opt(
+        "evaluate the test set after every epoch (default: only without --val-fraction; with it, only after "
+        "the last epoch); for reproducing an article's per-epoch test curve", "what to train"))
     epochs: Optional[int] = field(default=None, metadata=_opt(
         f"epochs (default: {QUICK_EPOCHS} in quick mode, else {FULL_EPOCHS})", short="-e", metavar="N"))
     batch_size: int = field(default=64, metadata=_opt("training batch size", short="-b", metavar="B"))
@@ -108,7 +118,10 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ValueError, naming the option, for a value no run can use."""
         from cnncourse.train import check_options
-        for name, low in (("batch_size", 1), ("image_size", 1), ("threads", 1), ("workers", 0)):
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"--val-fraction must be in [0, 1), e.g. 0.1; got {self.val_fraction}")
+        for name, low in (("batch_size", 1), ("image_size", 1), ("threads", 1), ("workers", 0),
+                          ("train_subset", 1)):
             value = getattr(self, name)
             if value is not None and value < low:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least {low}; got {value}")

@@ -327,11 +327,11 @@ def check_options(*, epochs: int = 1, lr: float = 1e-3, weight_decay: float = 0.
 class History:
     """Per-epoch records of a training run: a list of dicts with attribute access to columns.
 
-    Each record has ``epoch`` (1-based), ``train_loss``, ``train_acc``, ``test_loss``,
-    ``test_acc`` (``None`` without test data), ``lr`` (at the start of the epoch), ``seconds``
+    Each record has ``epoch`` (1-based), ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``,
+    ``test_loss``, ``test_acc`` (``None`` where that set was not evaluated that epoch), ``lr`` (at the start of the epoch), ``seconds``
     (the whole epoch, evaluation included) and ``train_images_per_s``. Accuracies are fractions.
     ``train_loss``/``train_acc`` are running means over the epoch's training batches (augmented,
-    model in training mode, label smoothing included); the test columns come from :func:`evaluate`.
+    model in training mode, label smoothing included); the val and test columns come from :func:`evaluate`.
     After :func:`fit`, ``predictions`` holds the last epoch's test :class:`Predictions` (or None).
 
     >>> history.test_acc          # one value per epoch
@@ -507,18 +507,22 @@ def _all(result: Dict[str, Any], world: int, device: torch.device) -> Dict[str, 
     return parallel.reduce(result, world, device) if world > 1 else result
 
 
-def _place(train_data, test_data, device: torch.device, rank: int, world: int, seed: int):
-    """The loaders on ``device``, each process's shard of them under torchrun, refused when empty."""
+def _place(train_data, eval_data, device: torch.device, rank: int, world: int, seed: int):
+    """The loaders on ``device``, each process's shard of them under torchrun, refused when empty;
+    ``eval_data`` maps a name ("test", "val") to a loader or None."""
     train_data = _prepare_data(train_data, device)
     train_data = parallel.shard(train_data, rank, world, True, seed) if world > 1 else train_data
     if len(train_data) == 0:
         raise ValueError("train_data has no batches (too few images for the batch size with drop_last?)")
-    if test_data is not None:
-        test_data = _prepare_data(test_data, device)
-        test_data = parallel.shard(test_data, rank, world, False, 0) if world > 1 else test_data
-        if len(test_data) == 0 and world == 1:
-            raise ValueError("test_data has no batches: it is empty (check the test split)")
-    return train_data, test_data
+    placed = {}
+    for name, data in eval_data.items():
+        if data is not None:
+            data = _prepare_data(data, device)
+            data = parallel.shard(data, rank, world, False, 0) if world > 1 else data
+            if len(data) == 0 and world == 1:
+                raise ValueError(f"{name}_data has no batches: it is empty (check the {name} split)")
+        placed[name] = data
+    return train_data, placed
 
 
 # --------------------------------------------------------------------------------------- around the core
@@ -608,8 +612,15 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
         label_smoothing: float = 0.0, amp: Union[str, bool, None] = None, channels_last: bool = False,
         compile: bool = False, grad_clip: Optional[float] = None, device=None,
         checkpoint: Optional[PathLike] = None, resume: bool = False, seed: Optional[int] = None,
-        progress: bool = True, loss_fn: Optional[nn.Module] = None) -> History:
+        progress: bool = True, loss_fn: Optional[nn.Module] = None, val_data=None,
+        test_every_epoch: Optional[bool] = None) -> History:
     """Train ``model`` for ``epochs`` epochs on ``train_data``, evaluating on ``test_data`` after each.
+
+    With ``val_data`` (a hold-out of the training set, see ``get_dataset(..., val_fraction=)``) the
+    model is evaluated on it after every epoch (``val_loss``/``val_acc``) and on ``test_data`` only
+    after the last one, so that choices are made on validation and the test set is looked at once;
+    ``test_every_epoch=True`` evaluates the test set after every epoch anyway (default: only without
+    ``val_data``).
 
     ``train_data``/``test_data``: a ``DataLoader`` or a :class:`~cnncourse.fastdata.TensorLoader`.
     ``optimizer``: ``"sgd"`` (Nesterov, ``momentum``), ``"adam"``, ``"adamw"``, a torch optimizer or a
@@ -642,7 +653,9 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
         _seed_all(seed)
     amp_dtype = resolve_amp(amp, device)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    train_data, test_data = _place(train_data, test_data, device, rank, world, seed or 0)
+    train_data, evaluation = _place(train_data, {"val": val_data, "test": test_data}, device, rank, world, seed or 0)
+    if test_every_epoch is None:
+        test_every_epoch = val_data is None
     opt = make_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum)
     state = TrainState(model, opt, make_scheduler(opt, schedule, epochs * len(train_data), lr),
                        torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None,
@@ -670,15 +683,18 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
                             world, device)
             train_seconds = time.perf_counter() - started
             record = {"epoch": epoch + 1, "train_loss": train["loss"], "train_acc": train["accuracy"],
-                      "test_loss": None, "test_acc": None}
-            if test_data is not None:
-                last = epoch + 1 == epochs
-                test = _all(evaluate(model, test_data, device, amp_dtype or False, channels_last,
-                                        predictions=last), world, device)
-                record["test_loss"], record["test_acc"] = test["loss"], test["accuracy"]
-                if last:
-                    history.predictions = parallel.gather(test["predictions"], world) if world > 1 \
-                        else test["predictions"]
+                      "val_loss": None, "val_acc": None, "test_loss": None, "test_acc": None}
+            last = epoch + 1 == epochs
+            for name, data in evaluation.items():
+                if data is None or (name == "test" and not (last or test_every_epoch)):
+                    continue
+                keep = last and name == "test"
+                result = _all(evaluate(model, data, device, amp_dtype or False, channels_last, predictions=keep),
+                              world, device)
+                record[f"{name}_loss"], record[f"{name}_acc"] = result["loss"], result["accuracy"]
+                if keep:
+                    history.predictions = parallel.gather(result["predictions"], world) if world > 1 \
+                        else result["predictions"]
             record.update(lr=epoch_lr, seconds=time.perf_counter() - started,
                           train_images_per_s=train["count"] / train_seconds if train_seconds > 0 else None)
             history.append(record)

@@ -77,7 +77,7 @@ def test_unknown_name_lists_the_known_ones():
     assert "image folder" in message
     with pytest.raises(ValueError, match="known data sets are mnist"):
         dataset_info("mnsit")
-    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+    with pytest.raises(ValueError, match="split must be 'train', 'val' or 'test'"):
         get_dataset("mnist", split="validation")
 
 

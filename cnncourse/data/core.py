@@ -10,12 +10,13 @@ from torch.utils.data import Dataset
 from cnncourse.config import data_root, quick_mode
 from cnncourse.data.folders import FolderSplit, ImageFolderDataset, image_folder  # noqa: F401 - re-exported
 from cnncourse.data.galaxy10 import GALAXY10_FILES, load_galaxy10
+from cnncourse.data.holdout import split_training
 from cnncourse.data.imageops import ImageSize, with_resize
 from cnncourse.data.registry import DatasetInfo, canonical_name, dataset_info, unknown_name_message
 from cnncourse.data.samples import SampleDataset
 from cnncourse.data.torchvision_sets import TORCHVISION_CLASSES, load_torchvision
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 
 def _looks_like_path(name: object) -> bool:
@@ -48,8 +49,8 @@ def is_known_name(name: "str | os.PathLike[str]") -> bool:
 
 def get_dataset(name: "str | os.PathLike[str]", split: str = "train", root: "str | os.PathLike[str] | None" = None,
                 transform: Optional[Callable] = None, download: bool = True, image_size: ImageSize = None,
-                seed: int = 0) -> Dataset:
-    """The ``split`` ("train" or "test") of a data set, as a torch Dataset of (image, label).
+                seed: int = 0, val_fraction: float = 0.0, subset: Optional[int] = None) -> Dataset:
+    """The ``split`` ("train", "val" or "test") of a data set, as a torch Dataset of (image, label).
 
     ``name``: one of ``DATASETS`` (mnist, fashion-mnist, cifar10, galaxy10, galaxy10-sdss) or the
     path of an image folder. ``root``: the data folder (else ``$CNNCOURSE_DATA``, else
@@ -60,13 +61,23 @@ def get_dataset(name: "str | os.PathLike[str]", split: str = "train", root: "str
     cnncourse are returned instead, without touching the network or the data folder. Every
     returned data set has ``.classes`` and ``.targets``.
 
+    ``val_fraction``: hold out this fraction of every class of the training split (seeded by
+    ``seed``); "val" is that hold-out and "train" the rest, so pass the same value for both (they
+    never overlap). Choose recipes and epochs on "val"; look at "test" once, at the end.
+    ``subset``: keep about this many training images, stratified (short experiments).
+
     Raises ``ValueError`` for an unknown name or split, :class:`DataUnavailableError` when the
     files are missing and cannot be downloaded, :class:`ChecksumError` for a corrupted file, and
     :class:`DataError` (a ``ValueError``) for data that cannot be used as it is (labels out of
     range, an image folder with empty or single-image classes or unreadable images).
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    if split != "test" and (val_fraction or subset is not None):
+        full = get_dataset(name, "train", root, transform, download, image_size, seed)
+        return split_training(full, split, val_fraction, subset, seed)
+    if split == "val":
+        split_training(None, "val")  # raises: a hold-out needs val_fraction
     try:
         key = canonical_name(os.fspath(name))
     except ValueError:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "BUILDERS", "BasicBlock", "Bottleneck", "ResNet", "make_stage", "conv1x1", "conv3x3",
+    "BUILDERS", "BasicBlock", "Bottleneck", "PlainBlock", "ResNet", "make_stage", "conv1x1", "conv3x3",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "cifar_resnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
 ]
@@ -82,7 +82,28 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-Block = Type[Union[BasicBlock, Bottleneck]]
+class PlainBlock(nn.Module):
+    """A basic block without its shortcut, ReLU(F(x)): the "plain" network of He et al. (2016) that
+    shows the degradation problem (deeper plain networks train worse). Never has a projection."""
+
+    expansion: int = 1
+    residual: bool = False
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1, downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        if downsample is not None:
+            raise ValueError("a plain block has no shortcut, so it takes no downsample projection")
+        self.conv1 = conv3x3(in_channels, width, stride)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+
+
+Block = Type[Union[BasicBlock, Bottleneck, PlainBlock]]
 
 
 def make_stage(block: Block, in_channels: int, width: int, num_blocks: int, stride: int = 1) -> nn.Sequential:
@@ -90,7 +111,7 @@ def make_stage(block: Block, in_channels: int, width: int, num_blocks: int, stri
     of channels changes, a 1x1 conv + BatchNorm projection on its shortcut (the paper's option B)."""
     out_channels = width * block.expansion
     downsample = None
-    if stride != 1 or in_channels != out_channels:
+    if getattr(block, "residual", True) and (stride != 1 or in_channels != out_channels):
         downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
     blocks = [block(in_channels, width, stride, downsample)]
     blocks += [block(out_channels, width) for _ in range(1, num_blocks)]
@@ -232,18 +253,19 @@ def resnet152(num_classes: int = 1000, in_channels: int = 3, small_input: bool =
 
 
 def cifar_resnet(depth: int = 20, width: int = 16, num_classes: int = 10, in_channels: int = 3,
-                 zero_init_residual: bool = False) -> ResNet:
+                 zero_init_residual: bool = False, block: Block = BasicBlock) -> ResNet:
     """The paper's CIFAR-10 ResNets: a 3x3 stem, three stages of (depth - 2) / 6 basic blocks with
     ``width``, 2x and 4x channels (16/32/64 in the paper), total stride 4; small and fast on a CPU.
     The stem is always the small one (there is no ``small_input`` option); inputs need 4 px.
 
     Shortcuts that change shape use a 1x1 conv + BatchNorm projection (option B), not the paper's
     zero-padding option A; resnet20 then has 272,474 parameters for 10 classes (the paper: 0.27M).
+    ``block=PlainBlock`` builds the paper's plain network of the same depth (no shortcuts).
     """
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"a CIFAR ResNet has depth 6n + 2 (20, 32, 44, 56, 110, ...); got depth={depth}")
     n = (depth - 2) // 6
-    return ResNet(BasicBlock, [n, n, n], num_classes=num_classes, in_channels=in_channels, small_input=True,
+    return ResNet(block, [n, n, n], num_classes=num_classes, in_channels=in_channels, small_input=True,
                   zero_init_residual=zero_init_residual, widths=(width, 2 * width, 4 * width))
 
 
@@ -272,5 +294,16 @@ def resnet110(num_classes: int = 10, in_channels: int = 3, zero_init_residual: b
     return cifar_resnet(110, 16, num_classes, in_channels, zero_init_residual)
 
 
+def plain20(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet-20 without shortcuts (He et al.'s plain-20): 19 conv layers + dense, no projections."""
+    return cifar_resnet(20, 16, num_classes, in_channels, block=PlainBlock)
+
+
+def plain56(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet-56 without shortcuts (He et al.'s plain-56), the network that trains worse than plain-20."""
+    return cifar_resnet(56, 16, num_classes, in_channels, block=PlainBlock)
+
+
 # The public builders; cnncourse.models registers them by name, in this order.
-BUILDERS = (resnet18, resnet34, resnet50, resnet101, resnet152, resnet20, resnet32, resnet44, resnet56, resnet110)
+BUILDERS = (resnet18, resnet34, resnet50, resnet101, resnet152, resnet20, resnet32, resnet44, resnet56, resnet110,
+            plain20, plain56)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The controlled experiments of the notebooks: each compares runs that change one thing.
+# DATA: the data folder of results/run_all.sh (MNIST/, FashionMNIST/, cifar10-jpeg/{train,test}/).
+# Usage: bash results/run_experiments.sh DATA [JOBS]    (JOBS runs side by side, one thread each; default 2)
+# Every run holds out 10 % of each class of the training set (--val-fraction 0.1): the notebooks
+# compare validation accuracy; the test set is evaluated once, after the last epoch.
+# Runs already recorded (metrics.json present) are skipped, so an interrupted batch continues.
+set -euo pipefail
+data=${1:?usage: bash results/run_experiments.sh DATA_FOLDER [JOBS]}
+jobs=${2:-2}
+cd "$(dirname "$0")/.."
+cifar="$data/cifar10-jpeg"
+
+commands() {
+  # Notebook 2: LeNet on CIFAR-10 (JPEG copy), the article's recipe to ours, one change per rung,
+  # plus the controls for the plateau claim and for BatchNorm. 10 epochs, batch 64, 3 seeds.
+  local article="--model lenet --data $cifar --epochs 10 --batch-size 64 --val-fraction 0.1 --preset article --optimizer adam --lr 0.01"
+  local course="--model lenet --data $cifar --epochs 10 --batch-size 64 --val-fraction 0.1 --preset course"
+  for seed in 0 1 2; do
+    echo "lenet-ladder/1-article-s$seed $article --seed $seed"
+    echo "lenet-ladder/2-normalise-s$seed $course --optimizer adam --lr 0.01 --seed $seed"
+    echo "lenet-ladder/3-augment-s$seed $course --optimizer adam --lr 0.01 --augment --seed $seed"
+    echo "lenet-ladder/4-onecycle-s$seed $course --optimizer adamw --lr 3e-3 --weight-decay 0.05 --schedule onecycle --augment --seed $seed"
+    echo "lenet-ladder/c-decay-s$seed $article --schedule cosine --seed $seed"
+    echo "lenet-ladder/c-lr1e-3-s$seed ${article/--lr 0.01/--lr 1e-3} --seed $seed"
+    echo "lenet-ladder/c-nobn-s$seed ${article/--model lenet/--model lenet_nobn} --seed $seed"
+    if [ "$seed" = 0 ]; then
+      # Notebook 3: the degradation problem. He et al.'s plain and residual CIFAR networks of depth
+      # 20 and 56 on a stratified subset of 10,000 training images, 15 epochs, their optimizer
+      # (SGD 0.1, momentum 0.9 (Nesterov here), weight decay 1e-4, batch 128, lr / 10 at 50 % and 75 %).
+      for model in plain20 resnet20 plain56 resnet56; do
+        echo "degradation/$model-s0 --model $model --data $cifar --train-subset 10000 --val-fraction 0.1 --epochs 15 --batch-size 128 --optimizer sgd --lr 0.1 --weight-decay 1e-4 --schedule step --augment --amp bf16 --channels-last --seed 0"
+      done
+    fi
+  done
+}
+
+run() {
+  local name=$1; shift
+  [ -f "results/$name/metrics.json" ] && { echo "skip $name (recorded)"; return 0; }
+  cnncourse train "$@" --threads 1 --out "results/$name" --no-progress 2>"results/$name.log" \
+    && rm -f "results/$name/checkpoint.pt" "results/$name/model.pt" "results/$name"/*.png "results/$name.log"
+}
+export -f run
+mkdir -p results/lenet-ladder results/degradation
+commands | xargs -P "$jobs" -I{} bash -c 'run {}'
