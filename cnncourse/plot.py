@@ -23,7 +23,7 @@ from torch import nn
 __all__ = ["plot_learning_curves", "smooth_curve", "confusion_matrix", "plot_confusion_matrix",
            "plot_predictions", "plot_filters", "feature_maps", "plot_feature_maps"]
 
-_TRAIN_COLOR, _TEST_COLOR = "tab:blue", "tab:orange"
+_TRAIN_COLOR, _VAL_COLOR, _TEST_COLOR = "tab:blue", "tab:green", "tab:orange"
 
 
 class CourseFigure(Figure):
@@ -83,18 +83,22 @@ def _epoch_limits(epochs: np.ndarray) -> Tuple[float, float]:
     return low - margin, high + margin
 
 
+_LABELS = {"train": "train", "val": "validation", "test": "test"}
+
+
 def plot_learning_curves(history, metrics: Sequence[str] = ("loss", "acc"),
-                         splits: Sequence[str] = ("train", "test"), smooth: bool = False,
+                         splits: Sequence[str] = ("train", "val", "test"), smooth: bool = False,
                          start_at_zero: bool = False, xlim: Optional[Tuple[float, float]] = None,
                          ylim: Optional[Dict[str, Tuple[float, float]]] = None,
                          title: Optional[str] = None, figsize: Optional[Tuple[float, float]] = None) -> Figure:
-    """Loss and accuracy per epoch, train against test, one panel per metric.
+    """Loss and accuracy per epoch, train against validation and test, one panel per metric.
 
     Args:
         history: a :class:`~cnncourse.train.History`, a list of per-epoch dicts, a dict of
             columns such as ``{"test_acc": [...]}``, or the path of a ``metrics.json``.
         metrics: any of ``"loss"``, ``"acc"`` (drawn in percent).
-        splits: which of ``"train"``, ``"test"`` to draw.
+        splits: which of ``"train"``, ``"val"``, ``"test"`` to draw (a split without values is
+            skipped; a test set evaluated once, after the last epoch, is one point).
         smooth: draw a spline through the points (the points stay as markers).
         start_at_zero: begin accuracy curves at 0 % at epoch 0, as the LeNet article does.
         xlim: x-axis limits, e.g. ``(0, 10)``.
@@ -116,7 +120,7 @@ def plot_learning_curves(history, metrics: Sequence[str] = ("loss", "acc"),
     drawn = [0.0] if start_at_zero and "acc" in metrics else []
     for ax, metric in zip(axes, metrics):
         scale = 100.0 if metric == "acc" else 1.0
-        for split, color in (("train", _TRAIN_COLOR), ("test", _TEST_COLOR)):
+        for split, color in (("train", _TRAIN_COLOR), ("val", _VAL_COLOR), ("test", _TEST_COLOR)):
             key = f"{split}_{metric}"
             if split not in splits or all(r.get(key) is None for r in records):
                 continue
@@ -126,10 +130,10 @@ def plot_learning_curves(history, metrics: Sequence[str] = ("loss", "acc"),
             if start_at_zero and metric == "acc":
                 x, y = np.concatenate([[0.0], x]), np.concatenate([[0.0], y])
             if smooth and len(x) >= 2:
-                ax.plot(*smooth_curve(x, y), color=color, label=split)
+                ax.plot(*smooth_curve(x, y), color=color, label=_LABELS[split])
                 ax.plot(x, y, "o", color=color, markersize=4)
             else:
-                ax.plot(x, y, "o-", color=color, markersize=4, label=split)
+                ax.plot(x, y, "o-", color=color, markersize=4 if len(x) > 1 else 7, label=_LABELS[split])
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs only
         ax.set_ylabel("accuracy (%)" if metric == "acc" else "loss")

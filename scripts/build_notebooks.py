@@ -1,9 +1,10 @@
-"""Build the course notebooks from their percent-format sources and run them to save outputs.
+"""Build the course notebooks from their jupytext sources and run them to store their outputs.
 
-Each ``notebooks/src/NN_name.py`` holds cells separated by ``# %%`` (code) and
-``# %% [markdown]`` (markdown, every line starting with ``# ``). This script writes
-``notebooks/NN_name.ipynb`` and, with ``--execute`` (the default), runs it top to
-bottom in quick mode so the committed notebook carries the outputs nbval compares.
+``sources/NN_name.py`` (jupytext's percent format, paired with ``notebooks/NN_name.ipynb`` by
+``jupytext.toml``) is read with jupytext, run top to bottom in quick mode with nbclient, and
+written as the notebook, so the committed notebook carries the outputs nbval compares. jupytext
+does the pairing; this script adds what it cannot: quick mode while executing, and the repository
+address of pyproject.toml written into each source's Colab badge and setup cell first.
 
     python scripts/build_notebooks.py            # all notebooks
     python scripts/build_notebooks.py 02 05      # the ones whose names start so
@@ -17,12 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
+import jupytext
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = REPO / "notebooks" / "src"
-PLACEHOLDER = "{{REPOSITORY}}"  # in the sources: Colab badges and setup cells
+SOURCES = REPO / "sources"
+BADGE = re.compile(r"colab\.research\.google\.com/github/([^/\s]+/[^/\s]+)/blob/")
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
 def repository() -> str:
@@ -32,38 +34,23 @@ def repository() -> str:
     if not match:
         raise SystemExit("pyproject.toml needs [project.urls] Repository = \"https://github.com/OWNER/NAME\"")
     return match.group(1)
-KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
-def parse_cells(text: str) -> list:
-    """Split percent-format text into nbformat cells."""
-    cells, kind, lines = [], None, []
-
-    def flush() -> None:
-        if kind is None:
-            return
-        body = "\n".join(lines).strip("\n")
-        if kind == "markdown":
-            body = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.splitlines())
-            cells.append(nbformat.v4.new_markdown_cell(body))
-        elif body:
-            cells.append(nbformat.v4.new_code_cell(body))
-
-    for line in text.splitlines():
-        if line.startswith("# %%"):
-            flush()
-            kind, lines = ("markdown" if "[markdown]" in line else "code"), []
-        elif kind is not None:
-            lines.append(line)
-    flush()
-    return cells
+def with_repository(text: str, slug: str) -> str:
+    """``text`` with the address of its Colab badge (and every other use of it) replaced by ``slug``."""
+    match = BADGE.search(text)
+    if not match:
+        raise SystemExit("a notebook source needs its Colab badge in the first cell")
+    return text.replace(f"/{match.group(1)}/", f"/{slug}/").replace(f"/{match.group(1)}\"", f"/{slug}\"")
 
 
 def build(source: Path, execute: bool, timeout: int) -> Path:
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = parse_cells(source.read_text().replace(PLACEHOLDER, repository()))
-    notebook.metadata["kernelspec"] = dict(KERNELSPEC)
-    notebook.metadata["language_info"] = {"name": "python"}
+    text = source.read_text()
+    updated = with_repository(text, repository())
+    if updated != text:
+        source.write_text(updated)
+    notebook = jupytext.reads(updated, fmt="py:percent")
+    notebook.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}
     target = REPO / "notebooks" / f"{source.stem}.ipynb"
     if execute:
         os.environ["CNNCOURSE_QUICK"] = "1"
@@ -74,7 +61,7 @@ def build(source: Path, execute: bool, timeout: int) -> Path:
         print(f"{target.name}: executed in {time.perf_counter() - start:.1f} s")
     for cell in notebook.cells:  # keep diffs small: no execution timestamps
         cell.get("metadata", {}).pop("execution", None)
-    nbformat.write(notebook, target)
+    jupytext.write(notebook, target, fmt="ipynb")
     return target
 
 

@@ -44,25 +44,41 @@ def _build_script():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_the_committed_notebook_is_built_from_its_source(path):
-    build = _build_script()
-    source = (REPO / "notebooks" / "src" / path.with_suffix(".py").name).read_text()
-    cells = build.parse_cells(source.replace(build.PLACEHOLDER, build.repository()))
+    import jupytext
+    cells = jupytext.read(REPO / "sources" / path.with_suffix(".py").name).cells
     stored = _load(path)["cells"]
     assert [(c.cell_type, c.source) for c in cells] == [(c["cell_type"], _source(c)) for c in stored], \
         f"rebuild it: python scripts/build_notebooks.py {path.name[:2]}"
 
 
+def test_jupytext_pairs_each_notebook_with_its_source():
+    """jupytext.toml pairs notebooks/NN.ipynb with sources/NN.py, so `jupytext --sync` and JupyterLab's
+    jupytext extension keep them together; the notebooks folder holds the lessons only."""
+    from jupytext.config import load_jupytext_configuration_file
+    from jupytext.paired_paths import paired_paths
+    config = load_jupytext_configuration_file(str(REPO / "jupytext.toml"))
+    for path in NOTEBOOKS:
+        formats = config.default_formats(str(path))
+        pairs = {fmt["extension"]: Path(p) for p, fmt in paired_paths(str(path), "ipynb", formats)}
+        assert pairs[".py"] == REPO / "sources" / path.with_suffix(".py").name
+    assert sorted(p.stem for p in (REPO / "sources").glob("[0-9][0-9]_*.py")) == [p.stem for p in NOTEBOOKS]
+    assert sorted(p.name for p in (REPO / "notebooks").iterdir() if p.name not in (".ipynb_checkpoints",)) == \
+        sorted(p.name for p in NOTEBOOKS)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_the_repository_address_comes_from_pyproject(path):
-    """Badges and Colab setup cells name the repository of pyproject's [project.urls]; the sources hold
-    a placeholder only, so a fork or a move is a one-line change."""
+    """Badges and Colab setup cells of source and notebook name the repository of pyproject's
+    [project.urls]; the build rewrites them from it, so a fork or a move is a one-line change."""
     build = _build_script()
     slug = build.repository()
+    source = (REPO / "sources" / path.with_suffix(".py").name).read_text()
     text = "".join(_source(c) for c in _load(path)["cells"][:3])
-    assert f"https://colab.research.google.com/github/{slug}/blob/main/notebooks/{path.name}" in text
-    assert f"https://github.com/{slug}" in text
-    source = (REPO / "notebooks" / "src" / path.with_suffix(".py").name).read_text()
-    assert source.count(build.PLACEHOLDER) == 2 and "github.com/" + slug not in source
+    for where in (source, text):
+        assert f"https://colab.research.google.com/github/{slug}/blob/main/notebooks/{path.name}" in where
+        assert f"https://github.com/{slug}\"" in where
+    moved = build.with_repository(source, "someone/fork")
+    assert "someone/fork/blob/main" in moved and "github.com/someone/fork\"" in moved and slug not in moved
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

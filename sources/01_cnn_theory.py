@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 1. CNN theory: convolution, padding, stride, pooling and dense layers by hand
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{REPOSITORY}}/blob/main/notebooks/01_cnn_theory.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/01_cnn_theory.ipynb)
 #
 # **What you will learn.** Where convolutional networks come from, why local receptive fields and
 # weight sharing need so few parameters, and the exact arithmetic of every layer a CNN is made of:
@@ -21,7 +21,7 @@ import sys
 
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
-        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{{REPOSITORY}}",
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
                         "/content/cnncourse"], check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")

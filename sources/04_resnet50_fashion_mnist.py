@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 4. ResNet-50 on Fashion-MNIST: the article's set-up, why 28-pixel images starve it, and the fix
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{REPOSITORY}}/blob/main/notebooks/04_resnet50_fashion_mnist.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/04_resnet50_fashion_mnist.ipynb)
 #
 # **What you will learn.** Fashion-MNIST, the harder drop-in replacement for MNIST; a Keras
 # article's "ResNet-50" rebuilt layer for layer in PyTorch, with Keras's parameter count reproduced
@@ -26,7 +26,7 @@ import sys
 
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
-        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{{REPOSITORY}}",
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
                         "/content/cnncourse"], check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 3. ResNet on MNIST: residual blocks from scratch
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{REPOSITORY}}/blob/main/notebooks/03_resnet_mnist.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/03_resnet_mnist.ipynb)
 #
 # **What you will learn.** Why very deep plain networks train *worse* than shallower ones, and how
 # learning a residual $F(x) = H(x) - x$ fixes it; the two building blocks of ResNet - the basic
@@ -25,7 +25,7 @@ import sys
 
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
-        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{{REPOSITORY}}",
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
                         "/content/cnncourse"], check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")

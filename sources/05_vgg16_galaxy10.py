@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 5. VGG16 on Galaxy10: small filters, deep stacks, and a network that is mostly one dense layer
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{REPOSITORY}}/blob/main/notebooks/05_vgg16_galaxy10.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/05_vgg16_galaxy10.ipynb)
 #
 # **What you will learn.** Galaxy10 DECaLS, a real astronomy data set of 17,736 colour galaxy
 # images in 10 morphology classes, and why its splits must be stratified; the idea behind VGG
@@ -24,7 +24,7 @@ import sys
 
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
-        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{{REPOSITORY}}",
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
                         "/content/cnncourse"], check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")

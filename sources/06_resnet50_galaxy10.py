@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 6. ResNet-50 on Galaxy10, and VGG16 against ResNet-50 on time and accuracy
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{REPOSITORY}}/blob/main/notebooks/06_resnet50_galaxy10.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/06_resnet50_galaxy10.ipynb)
 #
 # **What you will learn.** The galaxy article's ResNet-50, rebuilt to the parameter (23,547,402
 # for 10 classes), and its shapes for a 224-pixel image checked by formula and by forward hooks;
@@ -23,7 +23,7 @@ import sys
 
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
-        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{{REPOSITORY}}",
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
                         "/content/cnncourse"], check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 2. LeNet on CIFAR-10: reproduce the article, then do better
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{REPOSITORY}}/blob/main/notebooks/02_lenet_cifar10.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/02_lenet_cifar10.ipynb)
 #
 # **What you will learn.** The CIFAR-10 data set and what its usual preprocessing does to the
 # pixels; LeNet with BatchNorm, layer by layer, with every shape and every parameter count worked
@@ -25,7 +25,7 @@ import sys
 
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
-        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{{REPOSITORY}}",
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
                         "/content/cnncourse"], check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")
