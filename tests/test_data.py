@@ -115,7 +115,7 @@ def test_quick_mode_returns_real_samples_offline(name, no_network, monkeypatch):
     assert cnncourse.quick_mode()
     info = dataset_info(name)
     train, test = get_dataset(name, "train"), get_dataset(name, "test")
-    assert 50 <= len(train) <= 600 and 20 <= len(test) <= 300
+    assert 50 <= len(train) <= 2000 and 20 <= len(test) <= 300
     for dataset in (train, test):
         image, label = dataset[0]
         assert isinstance(image, Image.Image)
@@ -152,13 +152,15 @@ def test_quick_mode_python_switch_and_loader(no_network):
     assert not cnncourse.quick_mode()
 
 
-def test_quick_cifar10_train_is_the_exact_first_200(shared_datasets):
+def test_quick_cifar10_train_starts_with_the_exact_first_200(shared_datasets):
     with cnncourse.quick(True):
         dataset = get_dataset("cifar10", "train")
     folder = shared_datasets / "cifar10-first200"
     with open(folder / "trainLabels.csv") as f:
         labels = [class_names("cifar10").index(row[1]) for row in csv.reader(f)]
-    assert dataset.targets == labels
+    assert dataset.targets[:200] == labels and len(dataset) == 2000
+    assert dataset.sources[199] == "data_batch_1[199]" and dataset.sources[200].startswith("cifar10-jpeg/train/")
+    assert len(set(dataset.sources)) == len(dataset)  # the JPEG part skips the images already among the 200
     for index in (0, 57, 199):
         png = np.asarray(Image.open(folder / "train" / f"{index + 1}.png").convert("RGB"))
         assert np.array_equal(np.asarray(dataset[index][0]), png)

@@ -25,6 +25,7 @@ PAPER_RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 CIFAR_RESNETS = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
 VGGS = ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
 ARTICLES = ["resnet50_keras_article", "resnet50_galaxy_article"]
+PLAIN = ["plain20", "plain56"]
 
 
 def n_params(model: nn.Module) -> int:
@@ -94,6 +95,7 @@ def test_trains_at_its_smallest_input_and_num_features_enters_the_classifier(nam
 
 PARAMETER_FACTS = [
     ("lenet", dict(num_classes=10, in_channels=3), 62_050),  # the LeNet article's torchsummary
+    ("lenet_nobn", dict(num_classes=10, in_channels=3), 62_006),  # minus 2 x (6 + 16) BatchNorm weights
     ("resnet18", dict(num_classes=1000), 11_689_512),  # torchvision's
     ("resnet34", dict(num_classes=1000), 21_797_672),
     ("resnet50", dict(num_classes=1000), 25_557_032),
@@ -105,6 +107,8 @@ PARAMETER_FACTS = [
     ("resnet44", dict(num_classes=10), 661_338),
     ("resnet56", dict(num_classes=10), 855_770),
     ("resnet110", dict(num_classes=10), 1_730_714),
+    ("plain20", dict(num_classes=10), 269_722),  # resnet20 minus its two projections (2,752 weights)
+    ("plain56", dict(num_classes=10), 853_018),
     ("vgg11", dict(num_classes=1000), 132_863_336),  # torchvision's
     ("vgg13", dict(num_classes=1000), 133_047_848),
     ("vgg16", dict(num_classes=1000), 138_357_544),
@@ -369,7 +373,7 @@ def test_lenet_flattened_width_follows_image_size():
 # --- registry, names and options ----------------------------------------------------------------
 
 def test_registry_is_filled_from_the_model_files_in_order():
-    assert list(MODELS) == ["lenet"] + PAPER_RESNETS + CIFAR_RESNETS + VGGS + ARTICLES
+    assert list(MODELS) == ["lenet", "lenet_nobn"] + PAPER_RESNETS + CIFAR_RESNETS + PLAIN + VGGS + ARTICLES
     files = [importlib.import_module(f"cnncourse.models.{f[:-3]}") for f in MODEL_FILES]
     assert list(MODELS.values()) == [builder for module in files for builder in module.BUILDERS]
     for module in files:
@@ -390,7 +394,7 @@ def test_canonical_model_name_of_every_registered_name_is_itself():
 
 
 def test_unknown_model_name_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown model 'resnet19'; known models: lenet, resnet18, ") as error:
+    with pytest.raises(ValueError, match=r"unknown model 'resnet19'; known models: lenet, lenet_nobn, resnet18, ") as error:
         get_model("resnet19")
     assert all(name in str(error.value) for name in MODELS)
     for call in (canonical_model_name, builder_options, min_input_size):
@@ -412,7 +416,9 @@ EXPECTED_OPTIONS = {
     **{name: {"zero_init_residual"} for name in CIFAR_RESNETS},
     **{name: {"dropout"} for name in VGGS},
     **{name: set() for name in ARTICLES},
+    **{name: set() for name in PLAIN},
     "lenet": {"image_size"},
+    "lenet_nobn": {"image_size"},
 }
 
 

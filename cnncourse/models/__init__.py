@@ -19,11 +19,11 @@ from cnncourse.models.article import BUILDERS as _ARTICLE_BUILDERS
 from cnncourse.models.article import (ArticleBottleneck, GalaxyArticleResNet50, KerasArticleResNet50,
                                       resnet50_galaxy_article, resnet50_keras_article)
 from cnncourse.models.lenet import BUILDERS as _LENET_BUILDERS
-from cnncourse.models.lenet import LeNet, lenet
+from cnncourse.models.lenet import LeNet, lenet, lenet_nobn
 from cnncourse.models.resnet import BUILDERS as _RESNET_BUILDERS
-from cnncourse.models.resnet import (BasicBlock, Bottleneck, ResNet, cifar_resnet, make_stage, resnet18,
-                                     resnet20, resnet32, resnet34, resnet44, resnet50, resnet56, resnet101,
-                                     resnet110, resnet152)
+from cnncourse.models.resnet import (BasicBlock, Bottleneck, PlainBlock, ResNet, cifar_resnet, make_stage, plain20,
+                                     plain56, resnet18, resnet20, resnet32, resnet34, resnet44, resnet50, resnet56,
+                                     resnet101, resnet110, resnet152)
 from cnncourse.models.vgg import BUILDERS as _VGG_BUILDERS
 from cnncourse.models.vgg import (VGG, make_layers, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
                                   vgg19_bn)
@@ -91,8 +91,8 @@ def min_input_size(name_or_model: Union[nn.Module, str], **kwargs) -> int:
 
 __all__ = [
     "MODELS", "get_model", "min_input_size", "canonical_model_name", "builder_options",
-    "LeNet", "lenet",
-    "ResNet", "BasicBlock", "Bottleneck", "make_stage", "cifar_resnet",
+    "LeNet", "lenet", "lenet_nobn",
+    "ResNet", "BasicBlock", "Bottleneck", "PlainBlock", "make_stage", "cifar_resnet", "plain20", "plain56",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "VGG", "make_layers", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 __all__ = [
     "BUILDERS", "BasicBlock", "Bottleneck", "PlainBlock", "ResNet", "make_stage", "conv1x1", "conv3x3",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "cifar_resnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+    "cifar_resnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "plain20", "plain56",
 ]
 
 

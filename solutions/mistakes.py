@@ -1,0 +1,563 @@
+"""Plausible wrong answers to the exercises, each with words its check's hint must contain.
+
+``MISTAKES["nb01.conv_params"]`` is a list of ``(wrong_answer, words)``; tests/test_exercises.py runs
+every one through its check and asserts that it fails with a hint containing ``words``. Each wrong
+answer is the reference solution with one typical mistake.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# Notebook 1 ---------------------------------------------------------------------------------------
+
+def conv_params_no_bias(in_channels, out_channels, kernel, bias=True):
+    return out_channels * in_channels * kernel * kernel
+
+
+def conv_params_flat(in_channels, out_channels, kernel, bias=True):
+    return out_channels * (kernel * kernel + 1)
+
+
+def stack_no_floor(n, layers):
+    for k, p, s in layers:
+        n = (n + 2 * p - k) / s + 1
+    return n
+
+
+def stack_one_side(n, layers):
+    for k, p, s in layers:
+        n = (n + p - k) // s + 1
+    return n
+
+
+def stack_no_plus_one(n, layers):
+    for k, p, s in layers:
+        n = (n + 2 * p - k) // s
+    return n
+
+
+def conv2d_flipped(image, filt, stride=1, padding=0):
+    image, filt = np.pad(image, padding), filt[::-1, ::-1]
+    kh, kw = filt.shape
+    return np.array([[np.sum(image[i:i + kh, j:j + kw] * filt) for j in range(0, image.shape[1] - kw + 1, stride)]
+                     for i in range(0, image.shape[0] - kh + 1, stride)])
+
+
+def conv2d_stride_ignored(image, filt, stride=1, padding=0):
+    return conv2d_flipped(image, filt[::-1, ::-1], 1, padding)
+
+
+def conv2d_no_padding(image, filt, stride=1, padding=0):
+    return conv2d_flipped(image, filt[::-1, ::-1], stride, 0)
+
+
+def learn_filter_no_zero_grad(images, responses, steps=300, lr=0.1):
+    w = torch.randn(1, 1, 3, 3, requires_grad=True)
+    optimizer = torch.optim.SGD([w], lr=lr)
+    for _ in range(steps):
+        F.mse_loss(F.conv2d(images, w, padding=1), responses).backward()
+        optimizer.step()
+    return w.detach()[0, 0]
+
+
+def learn_filter_flipped(images, responses, steps=300, lr=0.1):
+    w = torch.randn(1, 1, 3, 3, requires_grad=True)
+    optimizer = torch.optim.SGD([w], lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.mse_loss(F.conv2d(images, w, padding=1), responses).backward()
+        optimizer.step()
+    return w.detach()[0, 0].flip(0, 1)
+
+
+def avg_pool_sum(x, kernel):
+    c = x.shape[1]
+    return F.conv2d(x, torch.ones(c, 1, kernel, kernel), stride=kernel, groups=c)
+
+
+def avg_pool_mixing_channels(x, kernel):
+    c = x.shape[1]
+    return F.conv2d(x, torch.ones(c, c, kernel, kernel) / kernel ** 2, stride=kernel)
+
+
+def avg_pool_stride_one(x, kernel):
+    c = x.shape[1]
+    return F.conv2d(x, torch.ones(c, 1, kernel, kernel) / kernel ** 2, groups=c)
+
+
+def avg_pool_library(x, kernel):
+    return F.avg_pool2d(x, kernel)
+
+
+# Notebook 2 ---------------------------------------------------------------------------------------
+
+def batchnorm_unbiased(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)
+    y = gamma[:, None, None] * (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + eps) + beta[:, None, None]
+    return y, (1 - momentum) * running_mean + momentum * mean, (1 - momentum) * running_var + momentum * var
+
+
+def batchnorm_running_biased(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    y = gamma[:, None, None] * (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + eps) + beta[:, None, None]
+    return y, (1 - momentum) * running_mean + momentum * mean, (1 - momentum) * running_var + momentum * var
+
+
+def batchnorm_per_image(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
+    mean, var = x.mean(axis=(2, 3), keepdims=True), x.var(axis=(2, 3), keepdims=True)
+    y = gamma[:, None, None] * (x - mean) / np.sqrt(var + eps) + beta[:, None, None]
+    return y, running_mean, running_var
+
+
+def batchnorm_momentum_reversed(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
+    n = x.size // x.shape[1]
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    y = gamma[:, None, None] * (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + eps) + beta[:, None, None]
+    return y, momentum * running_mean + (1 - momentum) * mean, momentum * running_var + (1 - momentum) * var * n / (n - 1)
+
+
+def _train(model, loader, optimizer, loss_fn, zero_grad=True, train=True, returns="mean"):
+    if train:
+        model.train()
+    losses, sizes = [], []
+    for x, y in loader:
+        if zero_grad:
+            optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        sizes.append(len(y))
+    return {"mean": np.dot(losses, sizes) / sum(sizes), "last": losses[-1], "unweighted": np.mean(losses)}[returns]
+
+
+def train_no_zero_grad(model, loader, optimizer, loss_fn):
+    return _train(model, loader, optimizer, loss_fn, zero_grad=False)
+
+
+def train_no_train_mode(model, loader, optimizer, loss_fn):
+    return _train(model, loader, optimizer, loss_fn, train=False)
+
+
+def train_last_loss(model, loader, optimizer, loss_fn):
+    return _train(model, loader, optimizer, loss_fn, returns="last")
+
+
+def train_unweighted(model, loader, optimizer, loss_fn):
+    return _train(model, loader, optimizer, loss_fn, returns="unweighted")
+
+
+def one_cycle_linear(step, total_steps, max_lr, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+    initial, final = max_lr / div_factor, max_lr / div_factor / final_div_factor
+    warm_end, last = pct_start * total_steps - 1, total_steps - 1
+    if step <= warm_end:
+        return initial + (max_lr - initial) * step / warm_end
+    return max_lr + (final - max_lr) * (step - warm_end) / (last - warm_end)
+
+
+def one_cycle_wrong_floor(step, total_steps, max_lr, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+    initial, final = max_lr / div_factor, max_lr / final_div_factor
+    warm_end, last = pct_start * total_steps - 1, total_steps - 1
+
+    def anneal(start, end, fraction):
+        return end + (start - end) / 2 * (math.cos(math.pi * fraction) + 1)
+
+    if step <= warm_end:
+        return anneal(initial, max_lr, step / warm_end)
+    return anneal(max_lr, final, (step - warm_end) / (last - warm_end))
+
+
+def _crop_flip(images, pad, per_image=True, high=None, mode="constant"):
+    n, _, h, w = images.shape
+    padded = F.pad(images, (pad,) * 4, mode=mode)
+    count = n if per_image else 1
+    high = 2 * pad + 1 if high is None else high
+    dy, dx, flip = torch.randint(0, high, (count,)), torch.randint(0, high, (count,)), torch.rand(count) < 0.5
+    out = []
+    for i in range(n):
+        j = i if per_image else 0
+        crop = padded[i, :, dy[j]:dy[j] + h, dx[j]:dx[j] + w]
+        out.append(crop.flip(-1) if flip[j] else crop)
+    return torch.stack(out)
+
+
+def crop_flip_one_draw(images, pad):
+    return _crop_flip(images, pad, per_image=False)
+
+
+def crop_flip_off_by_one(images, pad):
+    return _crop_flip(images, pad, high=2 * pad)
+
+
+def crop_flip_reflect(images, pad):
+    return _crop_flip(images, pad, mode="reflect")
+
+
+def _accuracy(model, loader, eval_mode=True, percent=False, per_batch=False):
+    if eval_mode:
+        model.eval()
+    scores, right, total = [], 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct = (model(x).argmax(1) == y).sum().item()
+            scores.append(correct / len(y))
+            right, total = right + correct, total + len(y)
+    value = float(np.mean(scores)) if per_batch else right / total
+    return 100 * value if percent else value
+
+
+def accuracy_train_mode(model, loader):
+    return _accuracy(model, loader, eval_mode=False)
+
+
+def accuracy_percent(model, loader):
+    return _accuracy(model, loader, percent=True)
+
+
+def accuracy_per_batch(model, loader):
+    return _accuracy(model, loader, per_batch=True)
+
+
+# Notebook 3 ---------------------------------------------------------------------------------------
+
+def topk_accuracy(logits, labels, k=5):
+    return (logits.topk(k, dim=1).indices == labels[:, None]).any(1).float().mean().item()
+
+
+def topk_argmax_only(logits, labels, k=5):
+    return 1 - (logits.argmax(1) == labels).float().mean().item()
+
+
+def topk_smallest(logits, labels, k=5):
+    top = torch.from_numpy(np.argsort(logits.numpy(), axis=1)[:, :k])
+    return 1 - (top == labels[:, None]).any(1).float().mean().item()
+
+
+class PlainBlockWithBias(nn.Module):
+    def __init__(self, in_channels, width, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(width)
+
+    def forward(self, x):
+        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+
+class PlainBlockNoLastReLU(PlainBlockWithBias):
+    def __init__(self, in_channels, width, stride=1):
+        nn.Module.__init__(self)
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+
+    def forward(self, x):
+        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+
+
+class PlainBlockNoPadding(PlainBlockNoLastReLU):
+    def __init__(self, in_channels, width, stride=1):
+        super().__init__(in_channels, width, stride)
+        self.conv1.padding = self.conv2.padding = (0, 0)
+
+    def forward(self, x):
+        return F.relu(super().forward(x))
+
+
+def needs_projection_article(in_channels, out_channels, stride):
+    return in_channels != out_channels
+
+
+def option_a_average(x, out_channels, stride):
+    kept = F.avg_pool2d(x, stride, ceil_mode=True)
+    return F.pad(kept, (0, 0, 0, 0, 0, out_channels - x.shape[1]))
+
+
+def option_a_zeros_first(x, out_channels, stride):
+    kept = x[:, :, ::stride, ::stride]
+    return F.pad(kept, (0, 0, 0, 0, out_channels - x.shape[1], 0))
+
+
+def option_a_no_stride(x, out_channels, stride):
+    return F.pad(x, (0, 0, 0, 0, 0, out_channels - x.shape[1]))
+
+
+def _resnet34(num_classes, in_channels, projection=True, bn=True):
+    total, channels = 64 * in_channels * 49 + (128 if bn else 0), 64
+    for width, blocks in zip((64, 128, 256, 512), (3, 4, 6, 3)):
+        for _ in range(blocks):
+            total += 9 * channels * width + 9 * width * width + (4 * width if bn else 0)
+            if channels != width and projection:
+                total += channels * width + (2 * width if bn else 0)
+            channels = width
+    return total + 512 * num_classes + num_classes
+
+
+def resnet34_no_projection(num_classes=1000, in_channels=3):
+    return _resnet34(num_classes, in_channels, projection=False)
+
+
+def resnet34_no_bn(num_classes=1000, in_channels=3):
+    return _resnet34(num_classes, in_channels, bn=False)
+
+
+# Notebook 4 ---------------------------------------------------------------------------------------
+
+class KerasBottleneckNoBias(nn.Module):
+    def __init__(self, in_channels, width, out_channels, bias=False, shortcut_bn=False):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(in_channels, width, 1, bias=bias), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = nn.Conv2d(width, width, 3, padding=1, bias=bias), nn.BatchNorm2d(width)
+        self.conv3, self.bn3 = nn.Conv2d(width, out_channels, 1, bias=bias), nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Identity()
+        if in_channels != out_channels:
+            conv = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+            self.shortcut = nn.Sequential(conv, nn.BatchNorm2d(out_channels)) if shortcut_bn else conv
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(out)))))
+        return F.relu(out + self.shortcut(x))
+
+
+class KerasBottleneckShortcutBN(KerasBottleneckNoBias):
+    def __init__(self, in_channels, width, out_channels):
+        super().__init__(in_channels, width, out_channels, bias=True, shortcut_bn=True)
+
+
+class KerasBottleneckReLUBeforeAdd(KerasBottleneckNoBias):
+    def __init__(self, in_channels, width, out_channels):
+        super().__init__(in_channels, width, out_channels, bias=True)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn3(self.conv3(F.relu(self.bn2(self.conv2(out))))))
+        return out + self.shortcut(x)
+
+
+def keras_total_params_only(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def keras_total_all_buffers(model):
+    return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+
+
+def keras_total_trainable(model):
+    statistics = sum(2 * m.num_features for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad) + statistics
+
+
+def global_avg_pool_sum(x):
+    return x.sum(dim=(2, 3))
+
+
+def global_avg_pool_keepdim(x):
+    return x.mean(dim=(2, 3), keepdim=True)
+
+
+def global_avg_pool_wrong_axis(x):
+    return x.mean(dim=1)
+
+
+def global_avg_pool_library(x):
+    return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+def same_padding_symmetric(n, kernel, stride):
+    return (kernel - 1) // 2, (kernel - 1) // 2
+
+
+def same_padding_swapped(n, kernel, stride):
+    total = max((math.ceil(n / stride) - 1) * stride + kernel - n, 0)
+    return total - total // 2, total // 2
+
+
+# Notebook 5 ---------------------------------------------------------------------------------------
+
+def split_random(labels, test_fraction=0.1, seed=0):
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_test = round(test_fraction * len(labels))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def _split(labels, test_fraction, seed, count, first=False):
+    labels, rng, test = np.asarray(labels), np.random.default_rng(seed), []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        n_test = count(len(members), test_fraction)
+        test.extend(members[:n_test] if first else rng.choice(members, n_test, replace=False))
+    test = np.sort(np.array(test, dtype=int))
+    return np.setdiff1d(np.arange(len(labels)), test), test
+
+
+def split_floor(labels, test_fraction=0.1, seed=0):
+    return _split(labels, test_fraction, seed, lambda n, f: 0 if n < 2 else min(max(1, int(f * n)), n - 1))
+
+
+def split_first_ones(labels, test_fraction=0.1, seed=0):
+    return _split(labels, test_fraction, seed, lambda n, f: 0 if n < 2 else min(max(1, round(f * n)), n - 1), True)
+
+
+def split_unseeded(labels, test_fraction=0.1, seed=0):
+    return _split(labels, test_fraction, None, lambda n, f: 0 if n < 2 else min(max(1, round(f * n)), n - 1))
+
+
+def receptive_field_no_strides(layers):
+    return 1 + sum(k - 1 for k, _ in layers)
+
+
+def receptive_field_own_stride(layers):
+    field, jump = 1, 1
+    for k, s in layers:
+        jump *= s
+        field += (k - 1) * jump
+    return field
+
+
+def vgg_config_wide(convs_per_block):
+    return [item for width, n in zip((64, 128, 256, 512, 1024), convs_per_block) for item in [width] * n + ["M"]]
+
+
+def vgg_config_no_last_pool(convs_per_block):
+    config = [item for width, n in zip((64, 128, 256, 512, 512), convs_per_block) for item in [width] * n + ["M"]]
+    return config[:-1]
+
+
+def vgg_classifier_no_bias(num_classes):
+    return 25088 * 4096 + 4096 * 4096 + 4096 * num_classes
+
+
+def vgg_classifier_512(num_classes):
+    sizes = [512, 4096, 4096, num_classes]
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+
+
+def dropout_unscaled(x, p, training):
+    return x * (torch.rand(x.shape) >= p) if training else x
+
+
+def dropout_scaled_at_eval(x, p, training):
+    return x * (torch.rand(x.shape) >= p) if training else x * (1 - p)
+
+
+def dropout_keep_probability(x, p, training):
+    return x * (torch.rand(x.shape) < p) / p if training else x
+
+
+def dropout_library(x, p, training):
+    return nn.Dropout(p).train(training)(x)
+
+
+# Notebook 6 ---------------------------------------------------------------------------------------
+
+def conv1x1_no_permute(x, weight, bias):
+    n, c, h, w = x.shape
+    return (x.reshape(n * h * w, c) @ weight[:, :, 0, 0].T + bias).reshape(n, -1, h, w)
+
+
+def conv1x1_no_bias(x, weight, bias):
+    return (x.permute(0, 2, 3, 1) @ weight[:, :, 0, 0].T).permute(0, 3, 1, 2)
+
+
+def conv1x1_library(x, weight, bias):
+    return F.conv2d(x, weight, bias)
+
+
+def conv_macs_input_size(in_channels, out_channels, kernel, size, stride=1, padding=0):
+    return size * size * out_channels * in_channels * kernel * kernel
+
+
+def conv_macs_flops(in_channels, out_channels, kernel, size, stride=1, padding=0):
+    out = (size + 2 * padding - kernel) // stride + 1
+    return 2 * out * out * out_channels * in_channels * kernel * kernel
+
+
+def _rotate_flip(images, turns, flips, direction=1, dim=-1, flip_after=False):
+    out = []
+    for image, k, f in zip(images, turns, flips):
+        image = image.flip(dim) if f and not flip_after else image
+        image = torch.rot90(image, direction * int(k), dims=(-2, -1))
+        out.append(image.flip(dim) if f and flip_after else image)
+    return torch.stack(out)
+
+
+def rotate_flip_clockwise(images, quarter_turns, flips):
+    return _rotate_flip(images, quarter_turns, flips, direction=-1)
+
+
+def rotate_flip_upside_down(images, quarter_turns, flips):
+    return _rotate_flip(images, quarter_turns, flips, dim=-2)
+
+
+def rotate_flip_wrong_order(images, quarter_turns, flips):
+    return _rotate_flip(images, quarter_turns, flips, flip_after=True)
+
+
+def confusion_transposed(labels, preds, num_classes):
+    matrix = np.zeros((num_classes, num_classes), dtype=int)
+    np.add.at(matrix, (np.asarray(preds), np.asarray(labels)), 1)
+    return matrix
+
+
+def confusion_inferred_size(labels, preds, num_classes):
+    size = int(max(labels.max(), preds.max())) + 1
+    matrix = np.zeros((size, size), dtype=int)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(preds)), 1)
+    return matrix
+
+
+MISTAKES = {
+    "nb01.conv_params": [(conv_params_no_bias, "bias"), (conv_params_flat, "depth C")],
+    "nb01.stack_output_size": [(stack_no_floor, "round down"), (stack_one_side, "each side"),
+                               (stack_no_plus_one, "off by one")],
+    "nb01.conv2d_strided": [(conv2d_flipped, "don't flip"), (conv2d_stride_ignored, "stride"),
+                            (conv2d_no_padding, "pad the image")],
+    "nb01.learn_filter": [(learn_filter_no_zero_grad, "zero the gradient"), (learn_filter_flipped, "flipped")],
+    "nb01.avg_pool_via_conv": [(avg_pool_sum, "divide by k²"), (avg_pool_mixing_channels, "groups=C"),
+                               (avg_pool_stride_one, "stride=k"), (avg_pool_library, "calls F.avg_pool2d")],
+    "nb02.batchnorm_forward": [(batchnorm_unbiased, "biased variance"), (batchnorm_running_biased, "unbiased"),
+                               (batchnorm_per_image, "axes (0, 2, 3)"), (batchnorm_momentum_reversed, "momentum")],
+    "nb02.train_one_epoch": [(train_no_zero_grad, "zero_grad"), (train_no_train_mode, "model.train()"),
+                             (train_last_loss, "not the last batch"), (train_unweighted, "by its size")],
+    "nb02.one_cycle_lr": [(one_cycle_linear, "half cosine"), (one_cycle_wrong_floor, "final_div_factor")],
+    "nb02.random_crop_flip": [(crop_flip_one_draw, "for each image"), (crop_flip_off_by_one, "2 * pad + 1"),
+                              (crop_flip_reflect, "zeros")],
+    "nb02.eval_accuracy": [(accuracy_train_mode, "model.eval()"), (accuracy_percent, "not a percentage"),
+                           (accuracy_per_batch, "divide once")],
+    "nb03.topk_error": [(topk_accuracy, "1 - accuracy"), (topk_argmax_only, "not only the argmax"),
+                        (topk_smallest, "LARGEST")],
+    "nb03.MyPlainBlock": [(PlainBlockWithBias, "no bias"), (PlainBlockNoLastReLU, "ReLU after the second"),
+                          (PlainBlockNoPadding, "padding=1")],
+    "nb03.needs_projection": [(needs_projection_article, "stride-2 block")],
+    "nb03.option_a_shortcut": [(option_a_average, "don't average"), (option_a_zeros_first, "after the input's"),
+                               (option_a_no_stride, "ceil(H / stride)")],
+    "nb03.resnet34_params": [(resnet34_no_projection, "projection"), (resnet34_no_bn, "gamma and beta")],
+    "nb04.KerasBottleneck": [(KerasBottleneckNoBias, "use_bias=True"), (KerasBottleneckShortcutBN, "no BatchNorm"),
+                             (KerasBottleneckReLUBeforeAdd, "after adding the shortcut")],
+    "nb04.keras_param_total": [(keras_total_params_only, "running mean and variance"),
+                               (keras_total_all_buffers, "num_batches_tracked"),
+                               (keras_total_trainable, "trainable or not")],
+    "nb04.global_avg_pool": [(global_avg_pool_sum, "divide by H·W"), (global_avg_pool_keepdim, "flatten"),
+                             (global_avg_pool_wrong_axis, "last two axes"), (global_avg_pool_library, "calls")],
+    "nb04.keras_same_padding": [(same_padding_symmetric, "ceil(n / s)"), (same_padding_swapped, "at the end")],
+    "nb05.my_stratified_split": [(split_random, "every class"), (split_floor, "not the floor"),
+                                 (split_first_ones, "not the first ones"), (split_unseeded, "same seed")],
+    "nb05.receptive_field": [(receptive_field_no_strides, "earlier strides"), (receptive_field_own_stride, "BEFORE")],
+    "nb05.vgg_config": [(vgg_config_wide, "stays at 512"), (vgg_config_no_last_pool, "fifth block")],
+    "nb05.vgg_classifier_params": [(vgg_classifier_no_bias, "bias"), (vgg_classifier_512, "25,088")],
+    "nb05.my_dropout": [(dropout_unscaled, "1 / (1 - p)"), (dropout_scaled_at_eval, "evaluation time"),
+                        (dropout_keep_probability, "probability of dropping"), (dropout_library, "calls F.dropout")],
+    "nb06.conv1x1_by_matmul": [(conv1x1_no_permute, "permute"), (conv1x1_no_bias, "add the bias"),
+                               (conv1x1_library, "calls")],
+    "nb06.conv_macs": [(conv_macs_input_size, "OUTPUT position"), (conv_macs_flops, "FLOPs")],
+    "nb06.rotate_flip": [(rotate_flip_clockwise, "counter-clockwise"), (rotate_flip_upside_down, "left-right"),
+                         (rotate_flip_wrong_order, "don't commute")],
+    "nb06.confusion_matrix": [(confusion_transposed, "row = true class"), (confusion_inferred_size, "num_classes x")],
+}
