@@ -99,11 +99,14 @@ def recorded_figure(name: str, figure: str = "confusion", path: Optional[PathLik
 
 
 def hardware(metrics: dict) -> str:
-    """Where a run ran, in a few words: the GPU's name, or the CPU's and its core count."""
+    """Where a run ran, in a few words: the GPU's name, or the CPU's, with the threads torch used of
+    its cores (two one-thread runs side by side on a 2-core CPU each say "1 thread of 2 cores")."""
     prov = metrics["provenance"]
     if prov["device"].startswith("cuda"):
         return f"GPU: {prov['device_name']}"
-    return f"CPU: {prov['cpu']}, {prov['cpu_count']} cores"
+    threads = prov.get("torch_threads")
+    used = f"{threads} thread{'s' if threads != 1 else ''} of " if threads else ""
+    return f"CPU: {prov['cpu']}, {used}{prov['cpu_count']} cores"
 
 
 def summary(name: str, path: Optional[PathLike] = None, missing: Optional[str] = None) -> str:
@@ -238,5 +241,64 @@ def plot_results(names: List[str], column: str = "test_acc", path: Optional[Path
     ax.set_ylabel(_label(column))
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------- controlled experiments over seeds
+def seed_runs(prefix: str, path: Optional[PathLike] = None) -> List[dict]:
+    """The recorded runs ``<prefix>-s0``, ``<prefix>-s1``, ... (one per seed, in seed order), e.g.
+    ``seed_runs("lenet-ladder/1-article")``; FileNotFoundError when none is recorded."""
+    folder = results_dir(path)
+    parent, stem = (folder / prefix).parent, Path(prefix).name
+    seeds = sorted(int(p.parent.name[len(stem) + 2:]) for p in parent.glob(f"{stem}-s*/metrics.json")
+                   if p.parent.name[len(stem) + 2:].isdigit())
+    if not seeds:
+        raise FileNotFoundError(f"no recorded run {prefix}-s<seed> in {folder}")
+    return [load_result(f"{prefix}-s{seed}", path) for seed in seeds]
+
+
+def seed_stats(prefix: str, column: str = "val_acc", path: Optional[PathLike] = None) -> Dict[str, object]:
+    """Mean, sample standard deviation (0 for one seed), min, max and values over the seeds of the
+    last epoch's ``column`` (fractions for accuracies); ``"test_acc"`` is the test set's one look."""
+    import statistics
+    values = [run["history"][-1][column] for run in seed_runs(prefix, path)]
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values), "values": values}
+
+
+def seed_table(groups: Dict[str, str], path: Optional[PathLike] = None) -> str:
+    """A text table, one row per label -> run prefix: seeds, final validation and test accuracy as
+    mean +- standard deviation over the seeds (in %), and the mean wall time of a run."""
+    width = max(len(label) for label in groups) + 2
+    lines = [f"{'':<{width}}{'seeds':>6}{'validation %':>17}{'test %':>17}{'min/run':>9}"]
+    for label, prefix in groups.items():
+        val, test = seed_stats(prefix, "val_acc", path), seed_stats(prefix, "test_acc", path)
+        minutes = sum(r["provenance"]["wall_seconds"] for r in seed_runs(prefix, path)) / 60 / val["n"]
+        lines.append(f"{label:<{width}}{val['n']:>6}{100 * val['mean']:>11.2f} +- {100 * val['std']:.2f}"
+                     f"{100 * test['mean']:>11.2f} +- {100 * test['std']:.2f}{minutes:>9.1f}")
+    return "\n".join(lines)
+
+
+def plot_seeds(groups: Dict[str, str], column: str = "val_acc", path: Optional[PathLike] = None,
+               title: Optional[str] = None, ax=None):
+    """``column`` per epoch for each label -> run prefix: the mean over the seeds as a line, the range
+    from the lowest to the highest seed as a band. Returns the figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.5, 4))
+    scale = _scale(column)
+    for label, prefix in groups.items():
+        curves = np.array([[scale * r[column] for r in run["history"]] for run in seed_runs(prefix, path)])
+        epochs = np.arange(1, curves.shape[1] + 1)
+        line, = ax.plot(epochs, curves.mean(0), marker="o", markersize=3, label=f"{label} ({len(curves)} seeds)")
+        ax.fill_between(epochs, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(_label(column))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -147,7 +147,7 @@ def test_checks_give_the_learners_random_state_threads_and_functions_back():
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_each_exercise_belongs_to_a_section_of_its_notebook(notebook):
     number = notebook[2:]
-    sources = sorted((REPO / "sources").glob(f"{number}_*.py")) or sorted((REPO / "notebooks" / "src").glob(f"{number}_*.py"))
+    sources = sorted((REPO / "sources").glob(f"{number}_*.py"))
     if not sources:
         pytest.skip(f"no notebook source for {notebook}")
     headings = {line[len("# ## "):].strip() for line in sources[0].read_text(encoding="utf-8").splitlines()

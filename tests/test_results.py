@@ -154,3 +154,41 @@ def test_history_table_puts_runs_side_by_side_in_percent(tmp_path):
         "    1   50.00  25.00",
         "    2   87.50       ",
     ]
+
+
+def _fake_seeds(folder, prefix, finals):
+    """Recorded runs prefix-s0, -s1, ... whose last validation accuracies are ``finals``."""
+    for seed, final in enumerate(finals):
+        run = folder / f"{prefix}-s{seed}"
+        run.mkdir(parents=True)
+        history = [{"epoch": 1, "val_acc": final / 2, "test_acc": None},
+                   {"epoch": 2, "val_acc": final, "test_acc": final - 0.01}]
+        run.joinpath("metrics.json").write_text(json.dumps({"history": history, "provenance": {"wall_seconds": 60}}))
+
+
+def test_seed_statistics_are_the_mean_and_spread_of_the_last_epoch(tmp_path):
+    (tmp_path / "experiments.json").write_text("{}")
+    _fake_seeds(tmp_path, "ladder/a", [0.60, 0.62, 0.64])
+    _fake_seeds(tmp_path, "ladder/ab", [0.50])  # a longer name with the same start is another group
+    stats = reference.seed_stats("ladder/a", path=tmp_path)
+    assert stats["n"] == 3 and stats["values"] == [0.60, 0.62, 0.64]
+    assert stats["mean"] == pytest.approx(0.62) and stats["std"] == pytest.approx(0.02)
+    assert reference.seed_stats("ladder/a", "test_acc", path=tmp_path)["mean"] == pytest.approx(0.61)
+    assert reference.seed_stats("ladder/ab", path=tmp_path)["std"] == 0.0
+    table = reference.seed_table({"first": "ladder/a", "second": "ladder/ab"}, path=tmp_path).splitlines()
+    assert table[1].split() == ["first", "3", "62.00", "+-", "2.00", "61.00", "+-", "2.00", "1.0"]
+    with pytest.raises(FileNotFoundError, match="ladder/c-s<seed>"):
+        reference.seed_runs("ladder/c", path=tmp_path)
+
+
+def test_plot_seeds_draws_the_mean_and_the_range(tmp_path):
+    import matplotlib.pyplot as plt
+    (tmp_path / "experiments.json").write_text("{}")
+    _fake_seeds(tmp_path, "ladder/a", [0.60, 0.64])
+    fig = reference.plot_seeds({"a": "ladder/a"}, path=tmp_path)
+    ax = fig.axes[0]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([31.0, 62.0])
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(30.0) and band.max() == pytest.approx(64.0)
+    assert ax.get_legend_handles_labels()[1] == ["a (2 seeds)"]
+    plt.close(fig)

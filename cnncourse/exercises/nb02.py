@@ -281,11 +281,11 @@ def check_eval_accuracy(t: Tester, answer: Any) -> None:
 
 
 EXERCISES = [
-    Exercise("batchnorm_forward", "BatchNorm's forward pass in training mode", "Parameter count, layer by layer",
+    Exercise("batchnorm_forward", "BatchNorm's forward pass in training mode", "BatchNorm, by hand",
              check_batchnorm_forward, BATCHNORM_FORWARD),
-    Exercise("train_one_epoch", "The training loop", "Training the article's way",
+    Exercise("train_one_epoch", "The training loop", "Three checks before a long run",
              check_train_one_epoch, TRAIN_ONE_EPOCH),
-    Exercise("one_cycle_lr", "The one-cycle learning-rate schedule", "Doing better with the same LeNet",
+    Exercise("one_cycle_lr", "The one-cycle learning-rate schedule", "Four changes, one at a time",
              check_one_cycle_lr, ONE_CYCLE_LR),
     Exercise("random_crop_flip", "Random crops and flips for a whole batch", "The better recipes, live",
              check_random_crop_flip, RANDOM_CROP_FLIP),
