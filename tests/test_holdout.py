@@ -140,3 +140,17 @@ def test_lenet_nobn_is_lenet_without_its_batchnorms():
     normed_state = {k: v for k, v in normed.state_dict().items() if not k.startswith("bn")}
     plain.load_state_dict(normed_state)  # every other weight has the same name and shape
     np.testing.assert_equal(sorted(plain.state_dict()), sorted(normed_state))
+
+
+def test_cli_test_every_epoch_evaluates_the_test_set_after_each_epoch(tmp_path, no_network):
+    out = tmp_path / "run"
+    assert main(["train", "-m", "lenet", "-d", "cifar10", "--quick", "-e", "2", "--val-fraction", "0.2",
+                 "--train-subset", "100", "--test-every-epoch", "--out", str(out), "--no-progress"]) == 0
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert all(r["test_acc"] is not None and r["val_acc"] is not None for r in history)
+
+
+def test_fast_loaders_subset_keeps_about_that_many_training_images_only(quick):
+    train, test = fast_loaders("cifar10", batch_size=32, subset=300)
+    assert abs(train.num_samples - 300) <= 10 and test.num_samples == len(get_dataset("cifar10", "test"))
+    assert torch.equal(train.images, to_tensors(get_dataset("cifar10", "train", subset=300))[0])
