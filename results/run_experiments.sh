@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # The controlled experiments of the notebooks: each compares runs that change one thing.
 # DATA: the data folder of results/run_all.sh (MNIST/, FashionMNIST/, cifar10-jpeg/{train,test}/).
-# Usage: bash results/run_experiments.sh DATA [JOBS]    (JOBS runs side by side, one thread each; default 2)
+# Usage: bash results/run_experiments.sh DATA [JOBS [PART...]]
+#   JOBS runs side by side, one thread each (default 2); PART: ladder, degradation, fmnist-2x2, vgg-lr
+#   (default: all, in that order).
 # Every run holds out 10 % of each class of the training set (--val-fraction 0.1): the notebooks
 # compare validation accuracy; the test set is evaluated once, after the last epoch.
 # Runs already recorded (metrics.json present) are skipped, so an interrupted batch continues.
 set -euo pipefail
 data=${1:?usage: bash results/run_experiments.sh DATA_FOLDER [JOBS]}
 jobs=${2:-2}
+parts=("${@:3}")
+[ ${#parts[@]} -eq 0 ] && parts=(ladder degradation fmnist-2x2 vgg-lr)
 cd "$(dirname "$0")/.."
 cifar="$data/cifar10-jpeg"
 
-commands() {
+ladder() {
   # Notebook 2: LeNet on CIFAR-10 (JPEG copy), the article's recipe to ours, one change per rung,
   # plus the controls for the plateau claim and for BatchNorm. 10 epochs, batch 64, 3 seeds.
   local article="--model lenet --data $cifar --epochs 10 --batch-size 64 --val-fraction 0.1 --preset article --optimizer adam --lr 0.01"
@@ -24,14 +28,48 @@ commands() {
     echo "lenet-ladder/c-decay-s$seed $article --schedule cosine --seed $seed"
     echo "lenet-ladder/c-lr1e-3-s$seed ${article/--lr 0.01/--lr 1e-3} --seed $seed"
     echo "lenet-ladder/c-nobn-s$seed ${article/--model lenet/--model lenet_nobn} --seed $seed"
-    if [ "$seed" = 0 ]; then
-      # Notebook 3: the degradation problem. He et al.'s plain and residual CIFAR networks of depth
-      # 20 and 56 on a stratified subset of 10,000 training images, 15 epochs, their optimizer
-      # (SGD 0.1, momentum 0.9 (Nesterov here), weight decay 1e-4, batch 128, lr / 10 at 50 % and 75 %).
-      for model in plain20 resnet20 plain56 resnet56; do
-        echo "degradation/$model-s0 --model $model --data $cifar --train-subset 10000 --val-fraction 0.1 --epochs 15 --batch-size 128 --optimizer sgd --lr 0.1 --weight-decay 1e-4 --schedule step --augment --amp bf16 --channels-last --seed 0"
-      done
-    fi
+  done
+}
+
+degradation() {
+  # Notebook 3: the degradation problem. He et al.'s plain and residual CIFAR networks of depth 20
+  # and 56 on a stratified subset of 10,000 training images, 15 epochs, their optimizer (SGD 0.1,
+  # momentum 0.9 (Nesterov here), weight decay 1e-4, batch 128, lr / 10 at 50 % and 75 %); bf16
+  # autocast (this CPU has native bf16; drop --amp bf16 elsewhere).
+  for model in plain20 resnet20 plain56 resnet56; do
+    echo "degradation/$model-s0 --model $model --data $cifar --train-subset 10000 --val-fraction 0.1 --epochs 15 --batch-size 128 --optimizer sgd --lr 0.1 --weight-decay 1e-4 --schedule step --augment --amp bf16 --channels-last --seed 0"
+  done
+}
+
+fmnist_2x2() {
+  # Notebook 4: {the article's Keras ResNet-50, ResNet-20 with the small-input stem} x {the article's
+  # recipe (Adam 1e-3, batch 128, no augmentation, Normalize(0.5, 0.5)), the course's recipe (SGD
+  # 0.1 one-cycle, weight decay 5e-4, label smoothing 0.1, crops and flips)}, 10 epochs, float32.
+  local article="--data fashion-mnist --data-root $data --epochs 10 --batch-size 128 --val-fraction 0.1 --amp off --preset article --optimizer adam --lr 1e-3"
+  local course="--data fashion-mnist --data-root $data --epochs 10 --batch-size 128 --val-fraction 0.1 --amp off --optimizer sgd --lr 0.1 --weight-decay 5e-4 --schedule onecycle --label-smoothing 0.1 --augment"
+  echo "fmnist-2x2/resnet50-article-s0 --model resnet50_keras_article $article --seed 0"
+  echo "fmnist-2x2/resnet50-course-s0 --model resnet50_keras_article $course --seed 0"
+  echo "fmnist-2x2/resnet20-article-s0 --model resnet20 $article --seed 0"
+  echo "fmnist-2x2/resnet20-course-s0 --model resnet20 $course --seed 0"
+}
+
+vgg_lr() {
+  # Notebook 5: learning-rate sensitivity of VGG16 with and without BatchNorm (Adam, 3 epochs) on a
+  # stratified 5,000-image subset of the CIFAR-10 JPEG copy (Galaxy10 cannot be downloaded here),
+  # validated on 2 % of the training set (1,000 images).
+  for lr in 1e-5 1e-4 1e-3; do
+    for model in vgg16 vgg16_bn; do
+      echo "vgg-lr/$model-lr$lr-s0 --model $model --data $cifar --train-subset 5000 --val-fraction 0.02 --epochs 3 --batch-size 64 --optimizer adam --lr $lr --seed 0"
+    done
+  done
+}
+
+commands() {
+  for part in "${parts[@]}"; do
+    case $part in
+      ladder) ladder ;; degradation) degradation ;; fmnist-2x2) fmnist_2x2 ;; vgg-lr) vgg_lr ;;
+      *) echo "unknown part $part (ladder, degradation, fmnist-2x2, vgg-lr)" >&2; exit 2 ;;
+    esac
   done
 }
 
@@ -42,5 +80,5 @@ run() {
     && rm -f "results/$name/checkpoint.pt" "results/$name/model.pt" "results/$name"/*.png "results/$name.log"
 }
 export -f run
-mkdir -p results/lenet-ladder results/degradation
+mkdir -p results/lenet-ladder results/degradation results/fmnist-2x2 results/vgg-lr
 commands | xargs -P "$jobs" -I{} bash -c 'run {}'
