@@ -237,7 +237,7 @@ def topk_smallest(logits, labels, k=5):
     return 1 - (top == labels[:, None]).any(1).float().mean().item()
 
 
-class PlainBlockWithBias(nn.Module):
+class NoShortcutBlockWithBias(nn.Module):
     def __init__(self, in_channels, width, stride=1):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1)
@@ -249,7 +249,7 @@ class PlainBlockWithBias(nn.Module):
         return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
 
 
-class PlainBlockNoLastReLU(PlainBlockWithBias):
+class NoShortcutBlockNoLastReLU(NoShortcutBlockWithBias):
     def __init__(self, in_channels, width, stride=1):
         nn.Module.__init__(self)
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
@@ -261,7 +261,7 @@ class PlainBlockNoLastReLU(PlainBlockWithBias):
         return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
 
 
-class PlainBlockNoPadding(PlainBlockNoLastReLU):
+class NoShortcutBlockNoPadding(NoShortcutBlockNoLastReLU):
     def __init__(self, in_channels, width, stride=1):
         super().__init__(in_channels, width, stride)
         self.conv1.padding = self.conv2.padding = (0, 0)
@@ -533,8 +533,8 @@ MISTAKES = {
                            (accuracy_per_batch, "divide once")],
     "nb03.topk_error": [(topk_accuracy, "1 - accuracy"), (topk_argmax_only, "not only the argmax"),
                         (topk_smallest, "LARGEST")],
-    "nb03.MyPlainBlock": [(PlainBlockWithBias, "no bias"), (PlainBlockNoLastReLU, "ReLU after the second"),
-                          (PlainBlockNoPadding, "padding=1")],
+    "nb03.MyNoShortcutBlock": [(NoShortcutBlockWithBias, "no bias"), (NoShortcutBlockNoLastReLU, "ReLU after the second"),
+                          (NoShortcutBlockNoPadding, "padding=1")],
     "nb03.needs_projection": [(needs_projection_article, "stride-2 block")],
     "nb03.option_a_shortcut": [(option_a_average, "don't average"), (option_a_zeros_first, "after the input's"),
                                (option_a_no_stride, "ceil(H / stride)")],

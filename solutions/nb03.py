@@ -12,7 +12,7 @@ def topk_error(logits, labels, k=5):
     return 1.0 - (top == labels[:, None]).any(dim=1).float().mean().item()
 
 
-class MyPlainBlock(nn.Module):
+class MyNoShortcutBlock(nn.Module):
     """3x3 conv (stride) - BN - ReLU - 3x3 conv - BN - ReLU, no shortcut."""
 
     def __init__(self, in_channels, width, stride=1):

@@ -5,9 +5,10 @@
 #
 # **What you will learn.** Where convolutional networks come from, why local receptive fields and
 # weight sharing need so few parameters, and the exact arithmetic of every layer a CNN is made of:
-# padding, stride and the output-size formula, single- and multi-channel convolution, max and
-# average pooling, and the dense layer. Every formula is computed from scratch in NumPy
-# (`cnncourse.theory`, plain loops you can read) **and** checked against PyTorch in the same cell.
+# padding, stride and the output-size formula, single- and multi-channel convolution, the
+# activation, max and average pooling (and why max pooling keeps a detector's answer), and the dense
+# layer. Every formula is computed from scratch in NumPy (`cnncourse.theory`, plain loops you can
+# read) **and** checked against PyTorch in the same cell.
 #
 # Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
 # 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10.
@@ -71,9 +72,16 @@ print(f"memory, computed: one 32x32 RGB image is {32 * 32 * 3:,} bytes as uint8,
 # same orientation and fire wherever in a larger area that bar appears: they tolerate small shifts.
 #
 # Fukushima's **neocognitron** (1980) stacked these two ideas as alternating S-layers (feature
-# detectors) and C-layers (shift-tolerant pooling). LeCun's **LeNet** (1989-1998) kept the
-# architecture - convolution for S, subsampling for C - and trained all of it end to end with
-# backpropagation. Today's CNNs are that recipe, made deeper.
+# detectors) and C-layers (shift-tolerant pooling). It learned without labels and without
+# backpropagation, one layer at a time. Fukushima's later versions use **add-if-silent**: when a
+# training pattern leaves every S cell of a layer silent, a new cell is added whose input weights
+# copy that pattern, in one shot; a pattern that some cell already answers adds nothing (the 1980
+# original instead reinforced the most active cell of each small area).
+#
+# LeCun's **LeNet** (1989-1998) kept the architecture - convolution for S, subsampling for C - but
+# trained all of it end to end by **backpropagation**, with labels: the error of the network's answer
+# is sent back through every layer and adjusts every filter. Today's CNNs are that recipe, made
+# deeper.
 
 # %% [markdown]
 # ## Local receptive fields and weight sharing
@@ -108,6 +116,24 @@ dense = torch.nn.Linear(3 * 32 * 32, 6 * 28 * 28)
 print("nn.Conv2d(3, 6, 5):", sum(p.numel() for p in conv.parameters()))
 print("nn.Linear(3072, 4704):", f"{sum(p.numel() for p in dense.parameters()):,}")
 print(conv(torch.zeros(1, 3, 32, 32)).shape)
+
+# %% [markdown]
+# ### Exercise 1.1: Parameters of a convolution layer
+#
+# Write `conv_params(in_channels, out_channels, kernel, bias=True)`: the number of parameters of
+# `nn.Conv2d(in_channels, out_channels, kernel, bias=bias)`. Each of the $M$ filters has the input's depth
+# $C$ and $k \times k$ weights per channel, plus one bias: $M(Ck^2 + 1)$. The check compares your count
+# with PyTorch's for layers you have not seen, with and without bias.
+
+# %%
+def conv_params(in_channels, out_channels, kernel, bias=True):
+    """Number of parameters of nn.Conv2d(in_channels, out_channels, kernel, bias=bias)."""
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb01
+
+nb01.check_conv_params(conv_params)
 
 # %% [markdown]
 # ## The convolution formula
@@ -163,6 +189,27 @@ for n, k, p, s in [(32, 5, 0, 1), (32, 5, 2, 1), (32, 3, 1, 2), (28, 7, 3, 2), (
 print("same padding for k = 3, 5, 7:", [theory.same_padding(k) for k in (3, 5, 7)])
 
 # %% [markdown]
+# ### Exercise 1.2: Output size of a stack of layers
+#
+# Write `stack_output_size(n, layers)`: the side length after applying a stack of convolutions and
+# poolings to an $n \times n$ input, `layers` being a list of `(kernel, padding, stride)` tuples. Apply
+# $n' = \lfloor (n + 2p - k)/s \rfloor + 1$ layer after layer. The hidden cases include LeNet's four layers
+# and the ResNet stem on 224 and on 28 pixels.
+
+# %%
+def stack_output_size(n, layers):
+    """Side length after a stack of convolutions or poolings applied to an n x n input.
+
+    layers: a list of (kernel, padding, stride) tuples, applied in order.
+    """
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb01
+
+nb01.check_stack_output_size(stack_output_size)
+
+# %% [markdown]
 # ## Stride
 #
 # Stride $s$ moves the window $s$ pixels at a time: the output keeps every $s$-th position of the
@@ -175,6 +222,28 @@ print(stride2)
 print("stride 2 = every 2nd stride-1 output:", np.array_equal(stride2, stride1[::2, ::2]))
 print("equal to torch:", np.allclose(stride2, F.conv2d(torch.tensor(image)[None, None],
                                                        torch.tensor(F_vertical)[None, None], padding=1, stride=2)[0, 0].numpy()))
+
+# %% [markdown]
+# ### Exercise 1.3: Convolution with stride and padding in NumPy
+#
+# Write `conv2d_strided(image, filt, stride=1, padding=0)` in NumPy, from the formula above and without
+# `cnncourse.theory`: pad the image with `padding` zeros on every side, then output $(x, y)$ is the sum of
+# the window whose top-left corner is $(s x, s y)$, multiplied element-wise by the filter (not flipped).
+# The check compares it with `F.conv2d`, for odd sizes, even filters and strides up to 3.
+
+# %%
+import numpy as np
+
+
+def conv2d_strided(image, filt, stride=1, padding=0):
+    """Single-channel convolution (cross-correlation, as in PyTorch) of an (H, W) NumPy image with a
+    (kh, kw) filter, zero padding on every side and a stride; returns an (H', W') NumPy array."""
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb01
+
+nb01.check_conv2d_strided(conv2d_strided)
 
 # %% [markdown]
 # ## Multi-channel convolution
@@ -245,54 +314,163 @@ for ax in axes:
 fig.tight_layout()
 
 # %% [markdown]
+# **Then the activation.** A convolution layer does not hand its raw response on: it applies an
+# activation function $f$ to every pixel, here ReLU, $f(z) = \max(z, 0)$:
+#
+# $$f(I')[x, y] = \max\big(I'[x, y],\; 0\big)$$
+#
+# The red of the response survives and the blue becomes 0: $f(I')$ says only *where the filter
+# found a bright vertical line, and how strongly*. This activated map is what the next layer, and
+# the pooling below, receive.
+
+# %%
+activated = theory.relu(small_response)
+by_torch = F.relu(F.conv2d(torch.tensor(grey)[None, None], torch.tensor(F_vertical)[None, None], padding=1))
+by_torch = by_torch[0, 0].numpy()
+print("f(I') equal to torch's relu(conv2d(...)):", np.allclose(activated, by_torch))
+print(f"pixels where the filter answers, f(I') > 0: {(activated > 0).sum()} of {activated.size}; "
+      f"set to 0 by ReLU: {(small_response < 0).sum()}")
+
+# %% [markdown]
+# ### Exercise 1.4: Learn the vertical-line filter by gradient descent
+#
+# Filters are not designed by hand in a CNN: they are learned. Write `learn_filter(images, responses)`:
+# starting from a random $3 \times 3$ filter `w` (`requires_grad=True`), repeat: compute
+# `F.conv2d(images, w, padding=1)`, the mean squared error to `responses`, its gradient, and a gradient
+# step. The check makes the responses with hidden filters - the article's vertical-line filter among
+# them - and expects your loop to find each of them to within 0.02.
+
+# %%
+import torch
+import torch.nn.functional as F
+
+
+def learn_filter(images, responses, steps=300, lr=0.1):
+    """Find the 3x3 filter w with F.conv2d(images, w, padding=1) == responses by gradient descent
+    on the mean squared error, from a random start. images, responses: tensors (N, 1, H, W).
+    Returns w as a (3, 3) tensor."""
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb01
+
+nb01.check_learn_filter(learn_filter)
+
+# %% [markdown]
 # ## Pooling
 #
 # Pooling summarises each $k \times k$ window of every channel separately, so the number of channels
-# does not change. Max pooling keeps the strongest response, average pooling the mean:
+# does not change. As in the article, it comes after the line detector and its activation: it pools
+# the activated map $f(I')$. Max pooling keeps the strongest response of each window, average pooling
+# their mean:
 #
-# $$P_{\max}[x, y] = \max_{0 \le i, j < k} I[s x + i,\; s y + j] \qquad
-# P_{\text{avg}}[x, y] = \frac{1}{k^2} \sum_{0 \le i, j < k} I[s x + i,\; s y + j]$$
+# $$P_{\max}[x, y] = \max_{0 \le i, j < k} f(I')[s x + i,\; s y + j] \qquad
+# P_{\text{avg}}[x, y] = \frac{1}{k^2} \sum_{0 \le i, j < k} f(I')[s x + i,\; s y + j]$$
 #
 # The stride defaults to the kernel size (windows side by side, no overlap), so a $2 \times 2$ pool
-# halves each side and a $4 \times 4$ pool quarters it. Applied to the filtered image:
+# halves each side and a $4 \times 4$ pool quarters it. Applied to the activated map of the truck:
 
 # %%
 for k in (2, 4):
-    mx = theory.max_pool2d(small_response, kernel=k)
-    av = theory.avg_pool2d(small_response, kernel=k)
-    t = torch.tensor(small_response)[None, None]
-    print(f"{k}x{k}: {small_response.shape} -> {mx.shape}; "
+    mx = theory.max_pool2d(activated, kernel=k)
+    av = theory.avg_pool2d(activated, kernel=k)
+    t = torch.tensor(activated)[None, None]
+    print(f"{k}x{k}: {activated.shape} -> {mx.shape}; "
           f"max equal to torch: {np.allclose(mx, F.max_pool2d(t, k)[0, 0].numpy())}, "
           f"avg equal to torch: {np.allclose(av, F.avg_pool2d(t, k)[0, 0].numpy())}")
 three_channels = torch.tensor(x)[None]
 print("channels unchanged:", tuple(three_channels.shape), "->", tuple(F.max_pool2d(three_channels, 2).shape))
 
 # %% [markdown]
-# What the two do to the line responses: max pooling keeps each window's strongest value, so the
-# positive (line) responses survive and spread over the whole window, and the bigger the window the
-# more of the picture they cover. Average pooling mixes the positive and negative responses of a
-# window, so they partly cancel; since the windows tile the image, the mean of the pooled image
-# equals the mean of the response exactly:
+# **What pooling does to a line.** Take a bright vertical line one pixel wide on a black image. The
+# line detector answers $3 \cdot 2 = 6$ on the line and $3 \cdot (-1) = -3$ beside it, which ReLU
+# turns into 0 (no padding here, so that the image border plays no part). A $k \times k$ window over
+# the line holds one column of 6s and $k - 1$ columns of 0s:
+#
+# $$P_{\max} = 6, \qquad P_{\text{avg}} = \frac{k \cdot 6}{k^2} = \frac{6}{k} .$$
+#
+# Max pooling keeps the detector's response at full strength, average pooling dilutes it by the
+# window's width: to 3 in a $2 \times 2$ window, to 1.5 in a $4 \times 4$ one.
 
 # %%
-print(f"mean of the 3x3 response:  {small_response.mean():.3f}")
+line_image = np.zeros((10, 10))
+line_image[:, 4] = 1.0                                      # a bright line, one pixel wide, in column 4
+line_map = theory.relu(theory.conv2d_single(line_image, F_vertical))
+print("f(I') in one row:", line_map[0])
 for k in (2, 4):
-    print(f"after {k}x{k} pooling: max {theory.max_pool2d(small_response, k).mean():.3f}, "
-          f"average {theory.avg_pool2d(small_response, k).mean():.3f}")
+    mx, av = theory.max_pool2d(line_map, k), theory.avg_pool2d(line_map, k)
+    t = torch.tensor(line_map)[None, None]
+    same_as_torch = (np.allclose(mx, F.max_pool2d(t, k)[0, 0].numpy())
+                     and np.allclose(av, F.avg_pool2d(t, k)[0, 0].numpy()))
+    print(f"{k}x{k} window over the line: max {mx.max():g} (= 6: {mx.max() == 6}), "
+          f"average {av.max():g} (= 6/{k}: {av.max() == 6 / k}); both equal to torch: {same_as_torch}")
+
+# %% [markdown]
+# The same on the truck. Where a window holds a line response, max pooling passes on its strongest
+# value by definition, while average pooling passes on what is left after mixing it with the weak
+# and zero responses around it: on the median window, less than half of it at $2 \times 2$ and about
+# a quarter at $4 \times 4$. Nothing is lost on average - the windows tile the map, so the mean of the
+# average-pooled map equals the mean of $f(I')$ exactly - it is spread out: the peaks are what go.
+
+# %%
+for k in (2, 4):
+    mx, av = theory.max_pool2d(activated, k), theory.avg_pool2d(activated, k)
+    answered = mx > 0                                      # the windows holding a line response
+    kept = np.median(av[answered] / mx[answered])
+    print(f"{k}x{k}: {answered.sum()} of {answered.size} windows hold a response; average pooling keeps "
+          f"{100 * kept:.0f} % of it on the median window, max pooling 100 %; "
+          f"mean unchanged by average pooling: {np.isclose(av.mean(), activated.mean())}")
+
+# %% [markdown]
+# **Why the neocognitron's C cells are closer to max pooling.** A C cell fires when *any* of the S
+# cells it collects fires, and its response saturates: one S cell that finds the line is enough for
+# a strong answer, wherever in the C cell's area it sits. That is max pooling, which gives the same 6
+# for one strong response in a window as for a window full of them. An average would make the C cell's
+# answer depend on how much of its area the line covers.
+#
+# The figure shows it on the truck (one colour scale for all five panels, white 0, dark red the
+# strongest response). Max pooling keeps the lines red and spreads each over its window: the bigger
+# the window, the coarser the map, but the strong responses stay strong. Average pooling fades them:
+# at $4 \times 4$ barely anything is left. The darkest columns, at the left and right borders, are
+# the zero padding's artefact seen above, not lines of the truck.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 fig, axes = plt.subplots(1, 5, figsize=(14, 3.2), layout="constrained")
-limit = np.abs(small_response).max()   # one colour scale for all five panels
-for ax, (title, img) in zip(axes, [("3x3 response", small_response),
-                                   ("max 2x2", theory.max_pool2d(small_response, 2)),
-                                   ("avg 2x2", theory.avg_pool2d(small_response, 2)),
-                                   ("max 4x4", theory.max_pool2d(small_response, 4)),
-                                   ("avg 4x4", theory.avg_pool2d(small_response, 4))]):
-    shown = ax.imshow(img, cmap="RdBu_r", vmin=-limit, vmax=limit)
+limit = activated.max()   # one colour scale for all five panels
+for ax, (title, img) in zip(axes, [("f(I'), 3x3 detector", activated),
+                                   ("max 2x2", theory.max_pool2d(activated, 2)),
+                                   ("avg 2x2", theory.avg_pool2d(activated, 2)),
+                                   ("max 4x4", theory.max_pool2d(activated, 4)),
+                                   ("avg 4x4", theory.avg_pool2d(activated, 4))]):
+    shown = ax.imshow(img, cmap="Reds", vmin=0, vmax=limit)
     ax.set_title(f"{title}: {img.shape[0]}x{img.shape[1]}")
     ax.axis("off")
 fig.colorbar(shown, ax=axes, fraction=0.02, pad=0.02)
+plt.show()
+
+# %% [markdown]
+# ### Exercise 1.5: Average pooling as a convolution
+#
+# Average pooling is a convolution with a fixed filter. Write `avg_pool_via_conv(x, kernel)` for a batch
+# `x` of shape $(N, C, H, W)$ with a single `F.conv2d` call (no pooling function): a $k \times k$ filter of
+# $1/k^2$, stride $k$. Pooling keeps the channels apart, so each channel needs its own filter: look at
+# `F.conv2d`'s `groups` argument.
+
+# %%
+import torch
+import torch.nn.functional as F
+
+
+def avg_pool_via_conv(x, kernel):
+    """k x k average pooling (stride k) of a batch x of shape (N, C, H, W), written as one
+    F.conv2d call (no pooling functions); returns (N, C, H // k, W // k)."""
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb01
+
+nb01.check_avg_pool_via_conv(avg_pool_via_conv)
 
 # %% [markdown]
 # ## The dense layer
@@ -328,7 +506,9 @@ print("parameters of nn.Linear(5, 3):", theory.dense_param_count(5, 3), "=", sum
 # * A conv layer has $M(Ck^2 + 1)$ parameters, independent of the image size, thanks to local
 #   receptive fields and weight sharing.
 # * Output size: $\lfloor (n + 2p - k)/s \rfloor + 1$; same padding is $p = (k-1)/2$.
-# * Pooling shrinks each channel by the stride and keeps the channel count.
+# * A detector, its activation, then pooling: pooling shrinks each channel by the stride and keeps
+#   the channel count; max pooling keeps a detector's response at full strength (like the
+#   neocognitron's C cells), average pooling dilutes a one-pixel line by the window's width.
 # * Dense layers finish the job: $x' = f(Wx + b)$.
 #
 # Next: notebook 2 assembles these layers into LeNet and trains it on CIFAR-10.

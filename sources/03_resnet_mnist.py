@@ -3,15 +3,17 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/03_resnet_mnist.ipynb)
 #
-# **What you will learn.** Why very deep plain networks train *worse* than shallower ones, and how
-# learning a residual $F(x) = H(x) - x$ fixes it; the two building blocks of ResNet - the basic
-# block and the bottleneck block - built step by step, with their parameter counts derived by
-# formula and checked against PyTorch and against `cnncourse.models`; what a shortcut does when a
-# block changes the number of channels or the image size; why a ResNet designed for 224-pixel
-# photos needs a different stem for 28-pixel digits; and ResNet-20 trained on MNIST: a quick live
-# run, the recorded full-data run's learning curves and confusion matrix, and the trained weights
-# that run saved, from which the notebook computes the accuracy, the confusion matrix, the digits
-# it is least sure of, its filters and its feature maps.
+# **What you will learn.** Why very deep plain networks train *worse* than shallower ones although
+# their gradients do not vanish, and how learning a residual $F(x) = H(x) - x$ fixes it; the two
+# building blocks of ResNet - the basic block and the bottleneck block - built step by step, with
+# their parameter counts derived by formula and checked against PyTorch and against
+# `cnncourse.models`; what a shortcut must do when a block changes the number of channels or the
+# image size (and the article's shortcut rule that breaks when only the size changes); the 1x1
+# convolution and global average pooling; why a ResNet designed for 224-pixel photos needs a
+# different stem for 28-pixel digits; and ResNet-20 trained on MNIST: a quick live run, the
+# recorded full-data run's learning curves and confusion matrix, and the trained weights that run
+# saved, from which the notebook computes the accuracy, the confusion matrix, the digits it is least
+# sure of, its filters and its feature maps.
 #
 # Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
 # 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10.
@@ -48,15 +50,16 @@ if "google.colab" in sys.modules:
 %matplotlib inline
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import cnncourse
 from cnncourse import plot, reference
-from cnncourse.data import dataset_info
+from cnncourse.data import SampleDataset, dataset_info
 from cnncourse.fastdata import fast_loaders
-from cnncourse.models import BasicBlock, Bottleneck, make_stage, resnet18, resnet20
+from cnncourse.models import BasicBlock, Bottleneck, make_stage, plain20, plain56, resnet18, resnet20, resnet56
 from cnncourse.train import fit, predict
 
 QUICK = cnncourse.quick_mode()
@@ -107,15 +110,88 @@ print(f"memory, computed: MNIST as uint8 is {mnist.num_images * mnist.image_size
 # ## The problem: deeper plain networks train worse
 #
 # By 2015 networks had grown from LeNet's handful of layers to VGG's 19, and deeper usually meant
-# better. But stacking still more plain layers (convolution, BatchNorm, ReLU, again and again) made
-# things *worse*: on CIFAR-10 a 56-layer plain network had a higher error than a 20-layer one (and
-# on ImageNet a 34-layer one than an 18-layer one) - and not only on the test set but on the
-# **training** set. So it was not over-fitting: the deeper network was simply harder to optimise.
-#
-# That should not happen. Take the trained shallow network and add layers that compute the
-# identity: the deeper network then computes exactly the same function, with the same training
-# error. A deeper network can always be at least as good - yet gradient descent did not find such a
-# solution. Copying the input through a stack of convolutions and ReLUs is hard to learn.
+# better. The old obstacle to depth, **vanishing gradients** - the gradient shrinking layer after
+# layer on its way back, until the first layers stop learning - had largely been overcome by
+# normalised initialisation (weights scaled to each layer's fan-in or fan-out) and by BatchNorm,
+# which renormalises every layer's output: plain networks with tens of layers started to converge.
+
+# %% [markdown]
+# But stacking still more plain layers made things *worse*: on CIFAR-10 a 56-layer plain network had
+# a higher error than a 20-layer one (and on ImageNet a 34-layer one than an 18-layer one) - and not
+# only on the test set but on the **training** set. So it was not over-fitting, and, the ResNet paper
+# argues, not vanishing gradients either: the paper calls it the **degradation** problem. The deeper
+# network is simply harder to optimise.
+
+# %% [markdown]
+# **Plain networks.** The paper's evidence compares its CIFAR ResNets with *plain* networks of the
+# same depth: the same stem, stages and widths, but every block without its shortcut - 3x3 conv, BN,
+# ReLU, 3x3 conv, BN, ReLU. `cnncourse.models.resnet` has them: `NoShortcutBlock`, `plain20` and
+# `plain56`. (Mind the names: the paper's *plain network* has no shortcuts, while the article's
+# *plain block*, below, is the block with its shortcut.) A shortcut that is the identity has no parameters, so a plain network has
+# exactly the parameters of its ResNet minus the two projections, the 1x1 conv + BN shortcuts where
+# stages 2 and 3 change the width (16 to 32, 32 to 64 channels; see the shortcut below):
+
+# %%
+projections = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+for plain, residual in [(plain20, resnet20), (plain56, resnet56)]:
+    with torch.device("meta"):
+        plain_model, residual_model = plain(num_classes=10, in_channels=1), residual(num_classes=10, in_channels=1)
+    p, r = cnncourse.count_parameters(plain_model), cnncourse.count_parameters(residual_model)
+    layers = sum(1 for m in plain_model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    print(f"{plain.__name__}: {layers} weighted layers, {p:,} parameters; {residual.__name__}: {r:,}; "
+          f"difference {r - p:,} = the two projections: {r - p == projections}")
+
+# %% [markdown]
+# **Not vanishing gradients.** If the degradation were the vanishing-gradient problem, the first
+# layers of an untrained plain-56 would receive almost no gradient. One backward pass tells: the
+# cross-entropy loss $L$ of 64 digits of the package's MNIST sample, BatchNorm in training mode as
+# when the network trains, and for each of its 55 convolutions $l$ the norm of the gradient with
+# respect to its weights, $\lVert \partial L / \partial W_l \rVert$, from the first, $l = 1$, to
+# the last, $l = 55$:
+
+# %%
+def conv_gradient_norms(model, images, labels):
+    """||dL/dW|| of every convolution of `model`, input side first, after one backward pass."""
+    model.train()
+    F.cross_entropy(model(images), labels).backward()
+    return torch.tensor([m.weight.grad.norm().item() for m in model.modules() if isinstance(m, nn.Conv2d)])
+
+
+digits = SampleDataset("mnist", split="train")
+images = (torch.tensor(digits.data[:64], dtype=torch.float32) / 255 - mnist.mean[0]) / mnist.std[0]
+images, labels = images[:, None], torch.tensor(digits.targets[:64])
+gradient_norms = {}
+for builder in (plain20, plain56):
+    torch.manual_seed(0)
+    gradient_norms[builder.__name__] = conv_gradient_norms(builder(num_classes=10, in_channels=1), images, labels)
+norms = gradient_norms["plain56"]
+print(f"plain56: {len(norms)} convolutions, one batch of {len(labels)} digits")
+print("every layer gets at least a tenth of the last layer's gradient (nothing vanishes):",
+      bool((norms >= 0.1 * norms[-1]).all()))
+print("the first layer gets more than 100 times the last layer's gradient:", bool(norms[0] > 100 * norms[-1]))
+
+# %% [markdown]
+# The gradients do not vanish: they even grow towards the input, layer after layer (BatchNorm in a
+# deep stack without shortcuts is known to do that at initialisation), and plain-20's do the same over
+# fewer layers. Whatever makes plain-56 train worse than plain-20, it is not that its first layers get
+# no gradient - which is why the paper gives the problem a name of its own.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+fig, ax = plt.subplots(figsize=(7, 3.6))
+for name, norms in gradient_norms.items():
+    ax.semilogy(range(1, len(norms) + 1), norms, marker=".", label=name)
+ax.set_xlabel("convolution, from the input (1) to the output")
+ax.set_ylabel("gradient norm ||dL/dW||")
+ax.set_title("untrained plain networks, one batch of 64 digits: no vanishing gradient")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# Degradation should not happen at all. Take the trained shallow network and add layers that
+# compute the identity: the deeper network then computes exactly the same function, with the same
+# training error. A deeper network can always be at least as good - yet gradient descent did not
+# find such a solution. Copying the input through a stack of convolutions and ReLUs is hard to learn.
 
 # %% [markdown]
 # ## The fix: learn the residual
@@ -146,15 +222,40 @@ for n in (3, 18, 200):
     print(f"CIFAR ResNet with n = {n:>3}: 6n + 2 = {6 * n + 2:>4} layers")
 
 # %% [markdown]
+# ### Exercise 3.1: Top-k error
+#
+# ImageNet results are given as top-5 error: an image counts as right when its true class is among the
+# network's 5 highest scores. Write `topk_error(logits, labels, k=5)`, the share (0 to 1) of images whose
+# label is **not** among the `k` largest logits (`torch.topk` helps).
+
+# %%
+import torch
+
+
+def topk_error(logits, labels, k=5):
+    """Share (0 to 1) of the images whose true label is NOT among the k highest of their logits.
+    logits: (N, classes) tensor; labels: (N,) tensor of class indices."""
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb03
+
+nb03.check_topk_error(topk_error)
+
+# %% [markdown]
 # ## The basic block
 #
-# The basic block (ResNet-18 and -34, and the CIFAR ResNets) has two 3x3 convolutions:
+# The article calls it the **plain block**, beside the bottleneck block below; the paper and
+# torchvision call it the *basic* block (ResNet-18 and -34, and the CIFAR ResNets). Two 3x3
+# convolutions, with a shortcut added before the last ReLU:
 #
 # $$y = \mathrm{ReLU}\Big(\mathrm{BN}\big(W_2 * \mathrm{ReLU}(\mathrm{BN}(W_1 *_s x))\big) + S(x)\Big)$$
 #
 # The first convolution carries the stride $s$ (1, or 2 to halve the image), both use padding 1 so a
 # stride-1 block keeps the size, and the last ReLU comes **after** the addition. $S$ is the
-# shortcut. We build the residual branch $F$ first:
+# shortcut. In the code, which follows torchvision, the article's plain block is `BasicBlock`; the
+# same block without its shortcut, the building block of the paper's plain networks, is
+# `NoShortcutBlock`. We build the residual branch $F$ first:
 
 # %%
 def basic_branch(in_channels, out_channels, stride=1):
@@ -189,21 +290,47 @@ difference = (bn(conv_with_bias(x)) - bn(conv_without(x))).abs().max().item()
 print("the bias changes the BatchNorm output by less than 1e-5:", difference < 1e-5)
 
 # %% [markdown]
-# ## The shortcut
+# ### Exercise 3.2: A block without a shortcut
 #
-# When the block keeps the shape, $S(x) = x$. When it changes the number of channels or halves the
-# size (stride 2), $x$ no longer fits $F(x)$ and the shortcut becomes a **projection**: a 1x1
-# convolution with the same stride, followed by BatchNorm (the paper's option B):
-#
-# $$S(x) = \begin{cases} x & \text{same channels, stride 1} \\
-# \mathrm{BN}(W_s *_s x) & \text{otherwise, with } W_s \text{ a } 1 \times 1 \text{ convolution.} \end{cases}$$
-#
-# A block is then just "branch + shortcut, then ReLU", whatever the branch is:
+# Write the block of the paper's plain networks, `MyNoShortcutBlock(in_channels, width, stride=1)`: the
+# article's plain block without its shortcut, $y = \mathrm{ReLU}(\mathrm{BN}(W_2 * \mathrm{ReLU}(\mathrm{BN}(W_1 *_s x))))$.
+# The check compares the parameter count with `cnncourse.models.resnet.NoShortcutBlock`, then loads
+# its weights into yours and compares the outputs in train and in eval mode.
 
 # %%
-def shortcut(in_channels, out_channels, stride=1):
-    """Identity when the shape is kept, else a 1x1 conv (with the stride) + BN projection."""
-    if stride == 1 and in_channels == out_channels:
+from torch import nn
+
+
+class MyNoShortcutBlock(nn.Module):
+    """The block of He et al.'s plain networks: 3x3 conv (carries the stride, padding 1, no bias),
+    BN, ReLU, 3x3 conv (padding 1, no bias), BN, ReLU; no shortcut."""
+
+    def __init__(self, in_channels, width, stride=1):
+        super().__init__()
+        raise NotImplementedError
+
+    def forward(self, x):
+        raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb03
+
+nb03.check_my_no_shortcut_block(MyNoShortcutBlock)
+
+# %% [markdown]
+# ## The shortcut
+#
+# When the block keeps the shape, $S(x) = x$. When it changes the number of channels, $x$ no longer
+# fits $F(x)$ and the shortcut becomes a **projection**: a 1x1 convolution with the block's stride,
+# followed by BatchNorm (the paper's option B). The article's blocks decide by the channel counts
+# alone: they project when `in_channels != out_channels`, and use the identity otherwise. A block is
+# then just "branch + shortcut, then ReLU", whatever the branch is; the article's basic block:
+
+# %%
+def article_shortcut(in_channels, out_channels, stride=1):
+    """The article's rule: a 1x1 conv (with the stride) + BN projection when the channel counts
+    differ, else the identity."""
+    if in_channels == out_channels:
         return nn.Identity()
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
                          nn.BatchNorm2d(out_channels))
@@ -221,12 +348,101 @@ class ResidualBlock(nn.Module):
         return F.relu(self.branch(x) + self.shortcut(x))
 
 
+def article_block(in_channels, out_channels, stride=1):
+    return ResidualBlock(basic_branch(in_channels, out_channels, stride),
+                         article_shortcut(in_channels, out_channels, stride))
+
+
+for c_in, c_out, stride in [(16, 16, 1), (16, 32, 2)]:
+    block = article_block(c_in, c_out, stride)
+    print(f"{c_in} -> {c_out}, stride {stride}: shortcut {type(block.shortcut).__name__:<10} "
+          f"output {tuple(block(torch.zeros(2, c_in, 16, 16)).shape[1:])}")
+
+# %% [markdown]
+# **Where the article's rule breaks.** A stride-2 block that keeps the channel count: $F(x)$ halves
+# the image, $\lfloor (16 + 2 - 3)/2 \rfloor + 1 = 8$, but the identity shortcut hands on $x$ at its
+# full 16 pixels, and the two cannot be added. The paper's networks never build this block - they
+# double the channels whenever they halve the size - but any network that downsamples at a constant
+# width does:
+
+# %%
+block = article_block(32, 32, stride=2)
+x = torch.zeros(2, 32, 16, 16)
+print("F(x):", tuple(block.branch(x).shape[1:]), "| S(x) = x:", tuple(block.shortcut(x).shape[1:]))
+try:
+    block(x)
+except RuntimeError as error:
+    print("RuntimeError:", str(error).splitlines()[0])
+
+# %% [markdown]
+# **The fix.** Project whenever $x$ does not fit $F(x)$: when the stride is not 1 **or** the channel
+# counts differ. That is the rule of torchvision and of `cnncourse.models.make_stage`:
+#
+# $$S(x) = \begin{cases} x & \text{same channels and stride 1} \\
+# \mathrm{BN}(W_s *_s x) & \text{otherwise, with } W_s \text{ a } 1 \times 1 \text{ convolution.} \end{cases}$$
+#
+# The stride-2 block with 32 channels then works, and has the package's parameter count and output
+# shape:
+
+# %%
+def shortcut(in_channels, out_channels, stride=1):
+    """Identity when the shape is kept, else a 1x1 conv (with the stride) + BN projection."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+                         nn.BatchNorm2d(out_channels))
+
+
 def my_basic_block(in_channels, out_channels, stride=1):
     return ResidualBlock(basic_branch(in_channels, out_channels, stride), shortcut(in_channels, out_channels, stride))
 
 
-print(my_basic_block(64, 64).shortcut)
-print(my_basic_block(64, 128, stride=2).shortcut)
+for c_in, c_out, stride in [(32, 32, 2), (32, 32, 1), (16, 32, 2)]:
+    ours = my_basic_block(c_in, c_out, stride)
+    package = make_stage(BasicBlock, c_in, c_out, num_blocks=1, stride=stride)[0]
+    x = torch.zeros(2, c_in, 16, 16)
+    print(f"{c_in} -> {c_out}, stride {stride}: shortcut {type(ours.shortcut).__name__:<10} "
+          f"output {tuple(ours(x).shape[1:])} == cnncourse {tuple(package(x).shape[1:])}; parameters "
+          f"{cnncourse.count_parameters(ours):,} == cnncourse {cnncourse.count_parameters(package):,}")
+
+# %% [markdown]
+# ### Exercise 3.3: When the shortcut needs a projection
+#
+# The ResNet/MNIST article's block adds a projection only `if in_channels != out_channels`. Write
+# `needs_projection(in_channels, out_channels, stride)`, True exactly when the shortcut cannot be the
+# identity, and see in which case the article's test goes wrong.
+
+# %%
+def needs_projection(in_channels, out_channels, stride):
+    """True when a residual block's shortcut cannot be the identity and needs a 1x1 conv + BN."""
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb03
+
+nb03.check_needs_projection(needs_projection)
+
+# %% [markdown]
+# ### Exercise 3.4: A shortcut without parameters (option A)
+#
+# The paper's CIFAR networks use a shortcut without parameters (option A) where the shape changes. Write
+# `option_a_shortcut(x, out_channels, stride)`: keep every `stride`-th pixel of `x` along both axes,
+# starting at pixel 0 (what a $1 \times 1$ convolution with that stride sees), then append zero channels
+# after the existing ones up to `out_channels`.
+
+# %%
+import torch
+
+
+def option_a_shortcut(x, out_channels, stride):
+    """The paper's parameter-free shortcut (option A): keep every stride-th pixel of x (N, C, H, W),
+    starting at pixel 0, then append zero channels up to out_channels."""
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb03
+
+nb03.check_option_a_shortcut(option_a_shortcut)
 
 # %% [markdown]
 # ## Shapes through a stride-2 block
@@ -262,7 +478,7 @@ def basic_params(c_in, c_out, projection):
     return 9 * c_in * c_out + 9 * c_out ** 2 + 4 * c_out + (c_in * c_out + 2 * c_out if projection else 0)
 
 
-for c_in, c_out, stride in [(64, 64, 1), (64, 128, 2), (16, 32, 2)]:
+for c_in, c_out, stride in [(64, 64, 1), (64, 128, 2), (16, 32, 2), (32, 32, 2)]:
     ours = my_basic_block(c_in, c_out, stride)
     package = make_stage(BasicBlock, c_in, c_out, num_blocks=1, stride=stride)[0]
     projection = not isinstance(ours.shortcut, nn.Identity)
@@ -311,6 +527,38 @@ for name, b in [("ours", block), ("cnncourse BasicBlock", package)]:
         b.train(mode == "train")
         with torch.no_grad():
             print(f"{name:>21}, {mode} mode: output == ReLU(input) exactly: {torch.equal(b(x), F.relu(x))}")
+
+# %% [markdown]
+# ## The 1x1 convolution: a dense layer at every pixel
+#
+# The projection shortcut above is a 1x1 convolution, and the bottleneck block below is built around
+# two more. A 1x1 filter sees one pixel, so it cannot detect shapes: it mixes the channels. At every
+# pixel $(h, w)$ it computes the same weighted sums of the $C$ input channels,
+#
+# $$y_o[h, w] = \sum_{c=0}^{C-1} W_{o,c}\, x_c[h, w] + b_o ,$$
+#
+# which is a dense layer `nn.Linear(C, C')` applied to the channel vector of each pixel, with
+# $CC' + C'$ parameters. With stride 2 it does the same at every second pixel. From scratch, against
+# `nn.Conv2d(C, C', kernel_size=1)`:
+
+# %%
+torch.manual_seed(0)
+conv1x1 = nn.Conv2d(16, 32, kernel_size=1)
+x = torch.randn(2, 16, 8, 8)
+W, b = conv1x1.weight[:, :, 0, 0], conv1x1.bias                     # (32, 16) and (32,)
+by_formula = torch.einsum("oc,nchw->nohw", W, x) + b[None, :, None, None]
+dense = nn.Linear(16, 32)
+with torch.no_grad():
+    dense.weight.copy_(W)
+    dense.bias.copy_(b)
+    per_pixel = dense(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)    # channels last, Linear, channels back
+    strided = nn.Conv2d(16, 32, kernel_size=1, stride=2)
+    strided.load_state_dict(conv1x1.state_dict())
+    print("1x1 conv == the formula:", torch.allclose(conv1x1(x), by_formula, atol=1e-6))
+    print("1x1 conv == nn.Linear(16, 32) at every pixel:", torch.allclose(conv1x1(x), per_pixel, atol=1e-6))
+    print("stride 2 == the same at every second pixel:",
+          torch.allclose(strided(x), conv1x1(x[:, :, ::2, ::2]), atol=1e-6))
+print("parameters:", cnncourse.count_parameters(conv1x1), "=", cnncourse.count_parameters(dense), "= 16 * 32 + 32")
 
 # %% [markdown]
 # ## The bottleneck block
@@ -426,6 +674,34 @@ except ValueError as error:
     print(error)
 
 # %% [markdown]
+# ## Global average pooling
+#
+# After the last stage, ResNet reduces every feature map to one number, its mean: **global average
+# pooling**. For a map of $H \times W$ pixels,
+#
+# $$g_c = \frac{1}{HW} \sum_{h=0}^{H-1} \sum_{w=0}^{W-1} x_c[h, w] ,$$
+#
+# which is `x.mean((2, 3))` and `nn.AdaptiveAvgPool2d(1)` (the models' `avgpool`) followed by a
+# flatten. It has no parameters, and it makes the dense layer's input the same size - one number per
+# channel - whatever the image size: ResNet-20's last stage on a digit is $64 \times 7 \times 7$,
+# which pooling turns into 64 numbers where flattening would give 3,136.
+
+# %%
+model = resnet20(num_classes=10, in_channels=1).eval()
+torch.manual_seed(0)
+for size in (28, 32):
+    with torch.no_grad():
+        features = model.forward_features(torch.randn(2, 1, size, size))   # the last stage's maps
+    n, c, h, w = features.shape
+    by_formula = features.sum(dim=(2, 3)) / (h * w)
+    print(f"{size} px: last stage {c} x {h} x {w} -> {tuple(by_formula.shape[1:])} (flattened: {c * h * w:,}); "
+          f"== x.mean((2, 3)): "
+          f"{torch.allclose(by_formula, features.mean((2, 3)), atol=1e-6)}, == AdaptiveAvgPool2d(1): "
+          f"{torch.allclose(by_formula, nn.AdaptiveAvgPool2d(1)(features).flatten(1), atol=1e-6)}, "
+          f"== the model's avgpool: {torch.allclose(by_formula, model.avgpool(features).flatten(1), atol=1e-6)}")
+print("parameters of AdaptiveAvgPool2d(1):", cnncourse.count_parameters(nn.AdaptiveAvgPool2d(1)))
+
+# %% [markdown]
 # ## The network we train: ResNet-20 for MNIST
 #
 # ResNet-18 has 11 million parameters, far more than 28 x 28 digits need, and is slow on a CPU.
@@ -458,6 +734,25 @@ print(f"weighted layers: {len(weighted)} = 20 + {projections} projection shortcu
 
 # %%
 rows = cnncourse.layer_summary(mnist_model, (1, 28, 28))
+
+# %% [markdown]
+# ### Exercise 3.5: ResNet-34's parameters by formula
+#
+# Sum the block formula over a whole network: write `resnet34_params(num_classes=1000, in_channels=3)`,
+# the parameter count of ResNet-34 - the $7 \times 7$ stem (no bias) with its BatchNorm, stages of 3, 4, 6
+# and 3 basic blocks of widths 64, 128, 256, 512, a projection (1x1 convolution and BatchNorm) where the
+# width changes, and the dense layer. The check compares with `resnet34` for several classes and inputs.
+
+# %%
+def resnet34_params(num_classes=1000, in_channels=3):
+    """ResNet-34's parameter count by formula: stem 7x7 conv (no bias) + BN, stages of 3, 4, 6, 3 basic
+    blocks with widths 64, 128, 256, 512 (projection 1x1 conv + BN where the width changes), dense layer."""
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb03
+
+nb03.check_resnet34_params(resnet34_params)
 
 # %% [markdown]
 # ## Training on MNIST
@@ -546,6 +841,13 @@ print(reference.goal("mnist-resnet20", 0.995, within=3))
 reference.recorded_figure("mnist-resnet20", "confusion")
 
 # %% [markdown]
+# ## The degradation problem, measured
+#
+# The controlled runs that measure the degradation problem - plain-20 against ResNet-20, plain-56
+# against ResNet-56, each pair changing only the shortcuts - are in progress. Their results will be
+# in `results/degradation/`; they are not recorded yet.
+
+# %% [markdown]
 # ## The trained network, computed here
 #
 # The recorded run saved its weights next to its metrics (`results/mnist-resnet20/model.pt`).
@@ -622,10 +924,14 @@ plot.plot_feature_maps(trained, digit, layer="layer3", mean=info.mean, std=info.
 # %% [markdown]
 # ## Summary
 #
-# * Deeper plain networks had a higher *training* error; residual blocks $y = F(x) + x$ make the
-#   identity trivial to learn (a zero last BatchNorm gives it exactly) and let depth pay off.
+# * Deeper plain networks had a higher *training* error, with BatchNorm and gradients that do not
+#   vanish: the degradation problem. Residual blocks $y = F(x) + x$ make the identity trivial to
+#   learn (a zero last BatchNorm gives it exactly) and let depth pay off.
 # * Basic block: $9CC' + 9C'^2 + 4C'$ parameters; bottleneck: $Cw + 13w^2 + 12w$; a 1x1 conv + BN
-#   projection ($CC' + 2C'$) on the shortcut when the channels or the size change.
+#   projection ($CC' + 2C'$) on the shortcut when the channels **or** the size change - projecting
+#   on a change of channels alone, as the article does, breaks a stride-2 block of constant width.
+# * A 1x1 convolution is a dense layer over the channels at every pixel; global average pooling
+#   (`x.mean((2, 3))`) turns each final map into one number, whatever the image size.
 # * For 28-pixel images use the small-input stem (3x3, stride 1, no max-pool): the 224-pixel stem
 #   leaves a single pixel after the last stage.
 # * ResNet-20, 272,186 parameters, learns MNIST in a few epochs: the recorded full run against the

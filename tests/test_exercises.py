@@ -75,7 +75,7 @@ def test_every_notebook_has_at_least_four_exercises():
         assert len(listed) >= 4, notebook
         module = importlib.import_module(f"cnncourse.exercises.{notebook}")
         for exercise in listed:
-            snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", exercise.name).lower()   # MyPlainBlock: my_plain_block
+            snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", exercise.name).lower()   # MyNoShortcutBlock: my_no_shortcut_block
             assert exercise.check.__name__ == f"check_{snake}"
             assert getattr(module, f"check_{snake}") is exercise.check
     names = [exercise.name for _, exercise in EXERCISES]

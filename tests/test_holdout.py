@@ -14,7 +14,7 @@ from cnncourse.config import set_quick_mode
 from cnncourse.data import get_dataset, to_tensors
 from cnncourse.fastdata import TensorLoader, fast_loaders
 from cnncourse.models import get_model
-from cnncourse.models.resnet import PlainBlock
+from cnncourse.models.resnet import NoShortcutBlock
 from cnncourse.train import fit
 from cnncourse.utils import count_parameters
 
@@ -123,14 +123,14 @@ def test_plain_networks_are_resnets_without_shortcuts():
     # the same convolutions and BatchNorms; the residual one adds two 1x1 projections (+ their BatchNorms)
     assert count_parameters(residual) - count_parameters(plain) == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
     assert count_parameters(get_model("plain56")) == 853_018
-    assert sum(isinstance(m, PlainBlock) for m in get_model("plain56").modules()) == 27
+    assert sum(isinstance(m, NoShortcutBlock) for m in get_model("plain56").modules()) == 27
     # without shortcuts a block is F(x) alone: zeroing its last BatchNorm zeroes its output
-    block = PlainBlock(16, 16).eval()
+    block = NoShortcutBlock(16, 16).eval()
     torch.nn.init.zeros_(block.bn2.weight)
     torch.nn.init.zeros_(block.bn2.bias)
     assert torch.count_nonzero(block(torch.randn(2, 16, 8, 8))) == 0
-    with pytest.raises(ValueError, match="no shortcut"):
-        PlainBlock(16, 32, 2, downsample=torch.nn.Identity())
+    with pytest.raises(ValueError, match="takes no downsample projection"):
+        NoShortcutBlock(16, 32, 2, downsample=torch.nn.Identity())
 
 
 def test_lenet_nobn_is_lenet_without_its_batchnorms():

@@ -415,7 +415,8 @@ EXPECTED_OPTIONS = {
     **{name: {"small_input", "zero_init_residual"} for name in PAPER_RESNETS},
     **{name: {"zero_init_residual"} for name in CIFAR_RESNETS},
     **{name: {"dropout"} for name in VGGS},
-    **{name: set() for name in ARTICLES},
+    "resnet50_keras_article": {"keras_defaults"},
+    "resnet50_galaxy_article": set(),
     **{name: set() for name in PLAIN},
     "lenet": {"image_size"},
     "lenet_nobn": {"image_size"},
@@ -433,8 +434,8 @@ def test_builder_options(name):
 def test_get_model_rejects_an_option_the_builder_does_not_take():
     with pytest.raises(TypeError, match=r"resnet20 does not take small_input; its options: zero_init_residual"):
         get_model("resnet20", small_input=False)
-    with pytest.raises(TypeError, match=r"resnet50_keras_article does not take dropout; its options: none"):
-        get_model("resnet50_keras_article", dropout=0.1)
+    with pytest.raises(TypeError, match=r"resnet50_galaxy_article does not take dropout; its options: none"):
+        get_model("resnet50_galaxy_article", dropout=0.1)
 
 
 # --- standalone model files ---------------------------------------------------------------------
@@ -449,7 +450,7 @@ def test_model_files_need_torch_alone_and_work_when_copied(filename, tmp_path):
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, f"{filename} uses a relative import"
             imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "typing", "torch"}, imported
+    assert imported <= {"__future__", "typing", "math", "torch"}, imported
     copy = tmp_path / filename
     copy.write_text(path.read_text())
     spec = importlib.util.spec_from_file_location(f"copied_{path.stem}", copy)
@@ -476,3 +477,35 @@ def test_lenet_torchsummary_matches_the_article(capsys):
     for line in ("Total params: 62,050", "Input size (MB): 0.01", "Forward/backward pass size (MB): 0.11",
                  "Params size (MB): 0.24", "Estimated Total Size (MB): 0.36"):
         assert line in out
+
+
+# --- the Keras-matching option of the article's ResNet-50 ----------------------------------------
+
+@pytest.mark.parametrize("size, kernel, stride, expected", [
+    (28, 7, 2, (2, 3)), (27, 7, 2, (3, 3)), (14, 3, 2, (0, 1)), (28, 3, 1, (1, 1)), (28, 1, 2, (0, 0))])
+def test_keras_same_padding_matches_tensorflows_rule(size, kernel, stride, expected):
+    from cnncourse.models.article import keras_same_padding
+    assert keras_same_padding(size, kernel, stride) == expected
+    before, after = expected
+    assert (size + before + after - kernel) // stride + 1 == -(-size // stride)  # ceil(size / stride) outputs
+
+
+def test_keras_defaults_change_batchnorm_and_stem_padding_but_no_parameter():
+    plain = models.resnet50_keras_article(in_channels=1)
+    keras = models.resnet50_keras_article(in_channels=1, keras_defaults=True)
+    assert n_params(keras) == n_params(plain) == 26_267_778
+    assert list(keras.state_dict()) == list(plain.state_dict())
+    norms = [m for m in keras.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert {(m.momentum, m.eps) for m in norms} == {(0.01, 1e-3)}
+    assert {(m.momentum, m.eps) for m in plain.modules() if isinstance(m, nn.BatchNorm2d)} == {(0.1, 1e-5)}
+    keras.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    conv = keras.stem[0]
+    # Keras pads 2 rows/columns before and 3 after; PyTorch's padding=3 shifts the sampling grid by one
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (2, 3, 2, 3)), conv.weight, conv.bias, stride=2)
+    assert torch.allclose(conv(x), expected, atol=1e-6)
+    assert not torch.allclose(conv(x), plain.stem[0](x), atol=1e-3)
+    with torch.no_grad():
+        assert keras.eval()(x).shape == (2, 10)
+    pooled = keras.stem[3](torch.arange(14 * 14, dtype=torch.float32).view(1, 1, 14, 14) - 1000)
+    assert pooled.shape[-1] == 7 and pooled.max().item() == 14 * 14 - 1 - 1000  # -inf padding never wins

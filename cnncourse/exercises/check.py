@@ -282,7 +282,7 @@ def _run(name: str, body: Callable[[Tester, Any], None], answer: Any) -> Result:
 
 def checker(name: str) -> Callable[[Callable[[Tester, Any], None]], Callable[[Any], Result]]:
     """Turn ``body(tester, answer)`` into ``check_<name>(answer) -> Result``, which never raises
-    (a class name is written in snake case: ``check_my_plain_block`` checks ``MyPlainBlock``)."""
+    (a class name is written in snake case: ``check_my_no_shortcut_block`` checks ``MyNoShortcutBlock``)."""
     def decorate(body: Callable[[Tester, Any], None]) -> Callable[[Any], Result]:
         def check(answer: Any = None) -> Result:
             return _run(name, body, answer)

@@ -1,4 +1,4 @@
-"""Exercises of notebook 3 (ResNet on MNIST): top-k error, the plain block, when a shortcut needs a
+"""Exercises of notebook 3 (ResNet on MNIST): top-k error, a block without a shortcut, when a shortcut needs a
 projection, the parameter-free shortcut (option A), and ResNet-34's parameter count by formula."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnncourse.exercises.check import Exercise, Tester, checker, transfer
-from cnncourse.models.resnet import PlainBlock, resnet34
+from cnncourse.models.resnet import NoShortcutBlock, resnet34
 
 TOPK_ERROR = '''\
 import torch
@@ -43,13 +43,13 @@ def check_topk_error(t: Tester, answer: Any) -> None:
                                "argsort sorts in ascending order")], shape_hint="return one number")
 
 
-MY_PLAIN_BLOCK = '''\
+MY_NO_SHORTCUT_BLOCK = '''\
 from torch import nn
 
 
-class MyPlainBlock(nn.Module):
-    """The plain block: 3x3 conv (carries the stride, padding 1, no bias), BN, ReLU, 3x3 conv
-    (padding 1, no bias), BN, ReLU; no shortcut."""
+class MyNoShortcutBlock(nn.Module):
+    """The block of He et al.'s plain networks: 3x3 conv (carries the stride, padding 1, no bias),
+    BN, ReLU, 3x3 conv (padding 1, no bias), BN, ReLU; no shortcut."""
 
     def __init__(self, in_channels, width, stride=1):
         super().__init__()
@@ -60,14 +60,14 @@ class MyPlainBlock(nn.Module):
 '''
 
 
-@checker("MyPlainBlock")
-def check_my_plain_block(t: Tester, answer: Any) -> None:
-    """Parameter count and outputs (train and eval mode) against cnncourse's PlainBlock with the
+@checker("MyNoShortcutBlock")
+def check_my_no_shortcut_block(t: Tester, answer: Any) -> None:
+    """Parameter count and outputs (train and eval mode) against cnncourse's NoShortcutBlock with the
     same weights and random BatchNorm statistics."""
     generator = torch.Generator().manual_seed(9)
     for c, w, s in [(8, 8, 1), (8, 16, 2), (4, 8, 1)]:
-        t.case(f"MyPlainBlock({c}, {w}, stride={s})")
-        reference, block = PlainBlock(c, w, s), t.module(answer, c, w, s)
+        t.case(f"MyNoShortcutBlock({c}, {w}, stride={s})")
+        reference, block = NoShortcutBlock(c, w, s), t.module(answer, c, w, s)
         params = sum(p.numel() for p in block.parameters())
         expected = sum(p.numel() for p in reference.parameters())
         t.equal(params, expected, "two 3x3 convolutions without bias and two BatchNorms: 9CW + 9W² + 4W",
@@ -81,14 +81,14 @@ def check_my_plain_block(t: Tester, answer: Any) -> None:
         for mode in ("train", "eval"):
             reference.train(mode == "train")
             block.train(mode == "train")
-            t.case(f"MyPlainBlock({c}, {w}, stride={s}) in {mode} mode, with PlainBlock's weights")
+            t.case(f"MyNoShortcutBlock({c}, {w}, stride={s}) in {mode} mode, with NoShortcutBlock's weights")
             twin = copy.deepcopy(reference)   # for the alternatives: a forward in train mode moves BN's statistics
             with torch.no_grad():
                 expected_out, got = reference(x), t.call(block, x.clone())
                 no_relu = twin.bn2(twin.conv2(F.relu(twin.bn1(twin.conv1(x)))))
             t.close(got, expected_out, "conv1 (stride, padding 1), BN, ReLU, conv2 (padding 1), BN, ReLU",
                     alternatives=[(no_relu, "end with a ReLU after the second BatchNorm"),
-                                  (lambda: F.relu(no_relu + x), "a plain block has no shortcut: don't add x")],
+                                  (lambda: F.relu(no_relu + x), "this block has no shortcut: don't add x")],
                     shape_hint="padding=1 keeps the size; only the first convolution has the stride", atol=1e-5)
 
 
@@ -185,7 +185,7 @@ def check_resnet34_params(t: Tester, answer: Any) -> None:
 
 EXERCISES = [
     Exercise("topk_error", "Top-k error", "ResNet in numbers", check_topk_error, TOPK_ERROR),
-    Exercise("MyPlainBlock", "The plain block", "The basic block", check_my_plain_block, MY_PLAIN_BLOCK),
+    Exercise("MyNoShortcutBlock", "A block without a shortcut", "The basic block", check_my_no_shortcut_block, MY_NO_SHORTCUT_BLOCK),
     Exercise("needs_projection", "When the shortcut needs a projection", "The shortcut",
              check_needs_projection, NEEDS_PROJECTION),
     Exercise("option_a_shortcut", "A shortcut without parameters (option A)", "The shortcut",

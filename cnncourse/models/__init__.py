@@ -21,7 +21,7 @@ from cnncourse.models.article import (ArticleBottleneck, GalaxyArticleResNet50, 
 from cnncourse.models.lenet import BUILDERS as _LENET_BUILDERS
 from cnncourse.models.lenet import LeNet, lenet, lenet_nobn
 from cnncourse.models.resnet import BUILDERS as _RESNET_BUILDERS
-from cnncourse.models.resnet import (BasicBlock, Bottleneck, PlainBlock, ResNet, cifar_resnet, make_stage, plain20,
+from cnncourse.models.resnet import (BasicBlock, Bottleneck, NoShortcutBlock, ResNet, cifar_resnet, make_stage, plain20,
                                      plain56, resnet18, resnet20, resnet32, resnet34, resnet44, resnet50, resnet56,
                                      resnet101, resnet110, resnet152)
 from cnncourse.models.vgg import BUILDERS as _VGG_BUILDERS
@@ -92,7 +92,7 @@ def min_input_size(name_or_model: Union[nn.Module, str], **kwargs) -> int:
 __all__ = [
     "MODELS", "get_model", "min_input_size", "canonical_model_name", "builder_options",
     "LeNet", "lenet", "lenet_nobn",
-    "ResNet", "BasicBlock", "Bottleneck", "PlainBlock", "make_stage", "cifar_resnet", "plain20", "plain56",
+    "ResNet", "BasicBlock", "Bottleneck", "NoShortcutBlock", "make_stage", "cifar_resnet", "plain20", "plain56",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "VGG", "make_layers", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",

@@ -15,12 +15,14 @@ This file needs torch alone: copy it into a project and it works.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+import math
+from typing import List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BUILDERS", "ArticleBottleneck", "KerasArticleResNet50", "GalaxyArticleResNet50",
+__all__ = ["BUILDERS", "ArticleBottleneck", "KerasArticleResNet50", "GalaxyArticleResNet50", "keras_same_padding",
            "resnet50_keras_article", "resnet50_galaxy_article"]
 
 
@@ -50,12 +52,42 @@ class ArticleBottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-def _stem(in_channels: int) -> nn.Sequential:
-    """The ImageNet stem both articles use: 7x7/2 conv 64 (biased), BN, ReLU, 3x3/2 max-pool."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-    )
+def keras_same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
+    """(before, after) padding of Keras/TensorFlow's ``padding="same"`` along one axis of ``size``:
+    the output has ceil(size / stride) positions, and an odd total puts the extra row after. At
+    stride 2 on an even size that is asymmetric: 28 px, kernel 7 -> (2, 3), where PyTorch pads 3, 3."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class _SameConv2d(nn.Conv2d):
+    """A convolution padded the Keras "same" way (same parameters and state_dict as nn.Conv2d)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        top, bottom = keras_same_padding(x.shape[-2], kh, sh)
+        left, right = keras_same_padding(x.shape[-1], kw, sw)
+        return super().forward(F.pad(x, (left, right, top, bottom)))
+
+
+class _SameMaxPool2d(nn.MaxPool2d):
+    """Max-pooling padded the Keras "same" way: padded positions never win (they are -inf)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        top, bottom = keras_same_padding(x.shape[-2], self.kernel_size, self.stride)
+        left, right = keras_same_padding(x.shape[-1], self.kernel_size, self.stride)
+        return super().forward(F.pad(x, (left, right, top, bottom), value=float("-inf")))
+
+
+def _stem(in_channels: int, keras_padding: bool = False) -> nn.Sequential:
+    """The ImageNet stem both articles use: 7x7/2 conv 64 (biased), BN, ReLU, 3x3/2 max-pool;
+    PyTorch's symmetric padding (3 and 1), or Keras's "same" padding with ``keras_padding``."""
+    if keras_padding:
+        conv, pool = _SameConv2d(in_channels, 64, kernel_size=7, stride=2), _SameMaxPool2d(kernel_size=3, stride=2)
+    else:
+        conv = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3)
+        pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    return nn.Sequential(conv, nn.BatchNorm2d(64), nn.ReLU(inplace=True), pool)
 
 
 # Repeated, identical, in every model file so that each file needs torch alone (a test compares the copies).
@@ -90,13 +122,20 @@ class KerasArticleResNet50(nn.Module):
     and Keras's Glorot-uniform initialisation. On 28x28 the maps shrink 14, 7, 4, 2, 1: the last
     stage sees a single pixel, which is why this network does poorly on small images.
     ``min_input_size`` is the article's 28 px; ``num_features`` is 1000, the width entering ``fc2``.
+
+    ``keras_defaults=True`` also matches the Keras defaults a PyTorch rebuild otherwise changes:
+    BatchNorm momentum 0.99 (PyTorch's ``momentum=0.01``) and epsilon 1e-3 (PyTorch: 0.1 and 1e-5),
+    and "same" padding in the stride-2 stem, which pads 28-px inputs asymmetrically (2 before, 3
+    after for the 7x7 convolution). The article's code is not published with it, so this follows
+    Keras's defaults, not a line-by-line copy. Parameters and state_dict keys are the same either way.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, keras_defaults: bool = False) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.min_input_size = 28  # the article's Fashion-MNIST images
-        self.stem = _stem(in_channels)
+        self.keras_defaults = keras_defaults
+        self.stem = _stem(in_channels, keras_padding=keras_defaults)
         self.layer1 = nn.Sequential(ArticleBottleneck(64, 64, 256), ArticleBottleneck(256, 64, 256),
                                     ArticleBottleneck(256, 64, 256))
         self.layer2 = self._stage(256, 512, 128, 4)
@@ -111,6 +150,8 @@ class KerasArticleResNet50(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d) and keras_defaults:
+                m.momentum, m.eps = 0.01, 1e-3  # Keras: moving = 0.99 * moving + 0.01 * batch
 
     @staticmethod
     def _stage(in_channels: int, out_channels: int, width: int, num_blocks: int) -> nn.Sequential:
@@ -181,10 +222,11 @@ class GalaxyArticleResNet50(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def resnet50_keras_article(num_classes: int = 10, in_channels: int = 1) -> KerasArticleResNet50:
+def resnet50_keras_article(num_classes: int = 10, in_channels: int = 1,
+                           keras_defaults: bool = False) -> KerasArticleResNet50:
     """Notebook 4's Keras-article ResNet-50: 26,267,778 parameters + 45,440 BN running statistics
-    for 1x28x28 inputs and 10 classes."""
-    return KerasArticleResNet50(num_classes=num_classes, in_channels=in_channels)
+    for 1x28x28 inputs and 10 classes; ``keras_defaults`` matches Keras's BatchNorm and padding."""
+    return KerasArticleResNet50(num_classes=num_classes, in_channels=in_channels, keras_defaults=keras_defaults)
 
 
 def resnet50_galaxy_article(num_classes: int = 10, in_channels: int = 3) -> GalaxyArticleResNet50:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "BUILDERS", "BasicBlock", "Bottleneck", "PlainBlock", "ResNet", "make_stage", "conv1x1", "conv3x3",
+    "BUILDERS", "BasicBlock", "Bottleneck", "NoShortcutBlock", "ResNet", "make_stage", "conv1x1", "conv3x3",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "cifar_resnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "plain20", "plain56",
 ]
@@ -82,7 +82,7 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-class PlainBlock(nn.Module):
+class NoShortcutBlock(nn.Module):
     """A basic block without its shortcut, ReLU(F(x)): the "plain" network of He et al. (2016) that
     shows the degradation problem (deeper plain networks train worse). Never has a projection."""
 
@@ -92,7 +92,7 @@ class PlainBlock(nn.Module):
     def __init__(self, in_channels: int, width: int, stride: int = 1, downsample: Optional[nn.Module] = None) -> None:
         super().__init__()
         if downsample is not None:
-            raise ValueError("a plain block has no shortcut, so it takes no downsample projection")
+            raise ValueError("a block without a shortcut takes no downsample projection")
         self.conv1 = conv3x3(in_channels, width, stride)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, width)
@@ -103,7 +103,7 @@ class PlainBlock(nn.Module):
         return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
 
 
-Block = Type[Union[BasicBlock, Bottleneck, PlainBlock]]
+Block = Type[Union[BasicBlock, Bottleneck, NoShortcutBlock]]
 
 
 def make_stage(block: Block, in_channels: int, width: int, num_blocks: int, stride: int = 1) -> nn.Sequential:
@@ -260,7 +260,7 @@ def cifar_resnet(depth: int = 20, width: int = 16, num_classes: int = 10, in_cha
 
     Shortcuts that change shape use a 1x1 conv + BatchNorm projection (option B), not the paper's
     zero-padding option A; resnet20 then has 272,474 parameters for 10 classes (the paper: 0.27M).
-    ``block=PlainBlock`` builds the paper's plain network of the same depth (no shortcuts).
+    ``block=NoShortcutBlock`` builds the paper's plain network of the same depth (no shortcuts).
     """
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"a CIFAR ResNet has depth 6n + 2 (20, 32, 44, 56, 110, ...); got depth={depth}")
@@ -296,12 +296,12 @@ def resnet110(num_classes: int = 10, in_channels: int = 3, zero_init_residual: b
 
 def plain20(num_classes: int = 10, in_channels: int = 3) -> ResNet:
     """ResNet-20 without shortcuts (He et al.'s plain-20): 19 conv layers + dense, no projections."""
-    return cifar_resnet(20, 16, num_classes, in_channels, block=PlainBlock)
+    return cifar_resnet(20, 16, num_classes, in_channels, block=NoShortcutBlock)
 
 
 def plain56(num_classes: int = 10, in_channels: int = 3) -> ResNet:
     """ResNet-56 without shortcuts (He et al.'s plain-56), the network that trains worse than plain-20."""
-    return cifar_resnet(56, 16, num_classes, in_channels, block=PlainBlock)
+    return cifar_resnet(56, 16, num_classes, in_channels, block=NoShortcutBlock)
 
 
 # The public builders; cnncourse.models registers them by name, in this order.
