@@ -513,6 +513,139 @@ def confusion_inferred_size(labels, preds, num_classes):
     return matrix
 
 
+# Notebook 7 ---------------------------------------------------------------------------------------
+
+def _input_gradient(model, images, targets, score):
+    x = images.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(score(model(x), targets), x)
+    return grad
+
+
+def _target_logit(out, targets):
+    return out.gather(1, targets[:, None]).sum()
+
+
+def saliency_signed(model, images, targets):
+    return _input_gradient(model, images, targets, _target_logit).amax(1)
+
+
+def saliency_channel_sum(model, images, targets):
+    return _input_gradient(model, images, targets, _target_logit).abs().sum(1)
+
+
+def saliency_all_logits(model, images, targets):
+    return _input_gradient(model, images, targets, lambda out, t: out.sum()).abs().amax(1)
+
+
+def saliency_probability(model, images, targets):
+    return _input_gradient(model, images, targets, lambda out, t: _target_logit(out.softmax(1), t)).abs().amax(1)
+
+
+def saliency_loss(model, images, targets):
+    return _input_gradient(model, images, targets, F.cross_entropy).abs().amax(1)
+
+
+def saliency_train_mode(model, images, targets):
+    return _input_gradient(model.train(), images, targets, _target_logit).abs().amax(1)
+
+
+def gradcam_weights_sum(gradients):
+    return gradients.sum(dim=(2, 3))
+
+
+def gradcam_weights_max(gradients):
+    return gradients.amax(dim=(2, 3))
+
+
+def gradcam_weights_channels(gradients):
+    return gradients.mean(dim=1)
+
+
+def gradcam_map_no_relu(activations, weights):
+    return (weights[:, :, None, None] * activations).sum(dim=1)
+
+
+def gradcam_map_abs(activations, weights):
+    return (weights[:, :, None, None] * activations).sum(dim=1).abs()
+
+
+def gradcam_map_mean(activations, weights):
+    return F.relu((weights[:, :, None, None] * activations).mean(dim=1))
+
+
+def _min_max(maps, per_map=True):
+    dims = (1, 2) if per_map else (0, 1, 2)
+    low, high = maps.amin(dim=dims, keepdim=True), maps.amax(dim=dims, keepdim=True)
+    return (maps - low) / (high - low)
+
+
+def upsample_nearest(cam, size):
+    up = F.interpolate(cam[:, None], size=size, mode="nearest")[:, 0]
+    return torch.nan_to_num(_min_max(up))
+
+
+def upsample_align_corners(cam, size):
+    up = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=True)[:, 0]
+    return torch.nan_to_num(_min_max(up))
+
+
+def upsample_batch_scaled(cam, size):
+    return _min_max(F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0], per_map=False)
+
+
+def upsample_zero_division(cam, size):
+    return _min_max(F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0])
+
+
+def upsample_scaled_first(cam, size):
+    scaled = torch.nan_to_num(_min_max(cam))
+    return F.interpolate(scaled[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def fine_tune_fixed_width(model, num_classes, freeze_backbone=False):
+    if freeze_backbone:
+        for parameter in model.parameters():
+            parameter.requires_grad = False
+    model.fc = nn.Linear(2048, num_classes)
+    return model
+
+
+def fine_tune_frozen_head(model, num_classes, freeze_backbone=False):
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    if freeze_backbone:
+        for parameter in model.parameters():
+            parameter.requires_grad = False
+    return model
+
+
+def fine_tune_never_frozen(model, num_classes, freeze_backbone=False):
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def fine_tune_always_frozen(model, num_classes, freeze_backbone=False):
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def fine_tune_no_bias(model, num_classes, freeze_backbone=False):
+    if freeze_backbone:
+        for parameter in model.parameters():
+            parameter.requires_grad = False
+    model.fc = nn.Linear(model.fc.in_features, num_classes, bias=False)
+    return model
+
+
+def fine_tune_reinitialised(model, num_classes, freeze_backbone=False):
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
 MISTAKES = {
     "nb01.conv_params": [(conv_params_no_bias, "bias"), (conv_params_flat, "depth C")],
     "nb01.stack_output_size": [(stack_no_floor, "round down"), (stack_one_side, "each side"),
@@ -560,4 +693,18 @@ MISTAKES = {
     "nb06.rotate_flip": [(rotate_flip_clockwise, "counter-clockwise"), (rotate_flip_upside_down, "left-right"),
                          (rotate_flip_wrong_order, "don't commute")],
     "nb06.confusion_matrix": [(confusion_transposed, "row = true class"), (confusion_inferred_size, "num_classes x")],
+    "nb07.saliency_map": [(saliency_signed, "absolute value"), (saliency_channel_sum, "not the sum"),
+                          (saliency_all_logits, "own target class"), (saliency_probability, "not its probability"),
+                          (saliency_loss, "not a loss"), (saliency_train_mode, "eval mode")],
+    "nb07.gradcam_weights": [(gradcam_weights_sum, "divide the sum by h·w"), (gradcam_weights_max, "not the maximum"),
+                             (gradcam_weights_channels, "(N, K)")],
+    "nb07.gradcam_map": [(gradcam_map_no_relu, "apply a ReLU"), (gradcam_map_abs, "not the absolute value"),
+                         (gradcam_map_mean, "don't average")],
+    "nb07.upsample_heatmap": [(upsample_nearest, "mode='bilinear'"), (upsample_align_corners, "align_corners=False"),
+                              (upsample_batch_scaled, "its own"), (upsample_zero_division, "0 by 0"),
+                              (upsample_scaled_first, "upsample first")],
+    "nb07.prepare_for_fine_tuning": [(fine_tune_fixed_width, "model.fc.in_features"),
+                                     (fine_tune_frozen_head, "must train"), (fine_tune_never_frozen, "still train"),
+                                     (fine_tune_always_frozen, "freeze nothing"), (fine_tune_no_bias, "bias"),
+                                     (fine_tune_reinitialised, "keep the pretrained weights")],
 }
