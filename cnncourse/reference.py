@@ -267,6 +267,16 @@ def seed_stats(prefix: str, column: str = "val_acc", path: Optional[PathLike] = 
             "min": min(values), "max": max(values), "n": len(values), "values": values}
 
 
+def seed_differences(first: str, second: str, column: str = "val_acc",
+                     path: Optional[PathLike] = None) -> List[float]:
+    """Last-epoch ``column`` of ``first`` minus that of ``second``, seed by seed, for the seeds both
+    recorded. Runs that share a seed share the validation split and the initialisation seed, so
+    these paired differences compare recipes without the split's noise."""
+    a = {run["provenance"]["settings"]["seed"]: run for run in seed_runs(first, path)}
+    b = {run["provenance"]["settings"]["seed"]: run for run in seed_runs(second, path)}
+    return [a[k]["history"][-1][column] - b[k]["history"][-1][column] for k in sorted(set(a) & set(b))]
+
+
 def seed_table(groups: Dict[str, str], path: Optional[PathLike] = None) -> str:
     """A text table, one row per label -> run prefix: seeds, final validation and test accuracy as
     mean +- standard deviation over the seeds (in %), and the mean wall time of a run."""
@@ -302,3 +312,29 @@ def plot_seeds(groups: Dict[str, str], column: str = "val_acc", path: Optional[P
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def controlled(path: Optional[PathLike] = None) -> Dict[str, dict]:
+    """``results/controlled.json``: the controlled experiments (title, notebook, the part of
+    ``results/run_experiments.sh`` that runs them, and label -> run prefix for each group)."""
+    return json.loads((results_dir(path) / "controlled.json").read_text())
+
+
+def controlled_table(path: Optional[PathLike] = None) -> str:
+    """README's table of the controlled experiments: one row per group, mean +- standard deviation
+    over its seeds of the final validation and test accuracy; "not measured yet" for a group not run."""
+    rows = ["| experiment | notebook | runs | seeds | validation accuracy | test accuracy | min per run | hardware |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, about in controlled(path).items():
+        for index, (label, prefix) in enumerate(about["groups"].items()):
+            head = f"| {about['title']} | {about['notebook']} | {label}" if index == 0 else f"| | | {label}"
+            try:
+                runs = seed_runs(prefix, path)
+            except FileNotFoundError:
+                rows.append(f"{head} | | not measured yet | | | |")
+                continue
+            val, test = seed_stats(prefix, "val_acc", path), seed_stats(prefix, "test_acc", path)
+            minutes = sum(r["provenance"]["wall_seconds"] for r in runs) / 60 / len(runs)
+            rows.append(f"{head} | {len(runs)} | {100 * val['mean']:.2f} ± {100 * val['std']:.2f} % | "
+                        f"{100 * test['mean']:.2f} ± {100 * test['std']:.2f} % | {minutes:.1f} | {hardware(runs[0])} |")
+    return "\n".join(rows)

@@ -1,4 +1,5 @@
-"""Regenerate README's results table and goal checks from results/*/metrics.json, and its speed table
+"""Regenerate README's results table and goal checks from results/*/metrics.json, its table of the
+controlled experiments from results/controlled.json, and its speed table
 from results/benchmarks/train_speed_cpu.json (``--check`` only compares)."""
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from cnncourse.reference import goals, table
+from cnncourse.reference import controlled_table, goals, table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
+CONTROLLED_START, CONTROLLED_END = "<!-- controlled:start -->", "<!-- controlled:end -->"
 SPEED_JSON = "results/benchmarks/train_speed_cpu.json"
 
 
@@ -46,6 +48,7 @@ def render(readme: str) -> str:
     results = README.parent / "results"
     readme = _replace(readme, START, END, f"{table(results)}\n\nThe goals and the articles' figures, checked "
                                           f"against the same files:\n\n{goals(results)}")
+    readme = _replace(readme, CONTROLLED_START, CONTROLLED_END, controlled_table(results))
     speed = json.loads((README.parent / SPEED_JSON).read_text())
     return _replace(readme, SPEED_START, SPEED_END, speed_table(speed))
 

@@ -192,3 +192,15 @@ def test_plot_seeds_draws_the_mean_and_the_range(tmp_path):
     assert band.min() == pytest.approx(30.0) and band.max() == pytest.approx(64.0)
     assert ax.get_legend_handles_labels()[1] == ["a (2 seeds)"]
     plt.close(fig)
+
+
+def test_seed_differences_pair_runs_by_seed(tmp_path):
+    (tmp_path / "experiments.json").write_text("{}")
+    for prefix, finals in (("x/a", [0.60, 0.70, 0.65]), ("x/b", [0.58, 0.69])):
+        _fake_seeds(tmp_path, prefix, finals)
+        for seed in range(len(finals)):
+            file = tmp_path / f"{prefix}-s{seed}" / "metrics.json"
+            metrics = json.loads(file.read_text())
+            metrics["provenance"]["settings"] = {"seed": seed}
+            file.write_text(json.dumps(metrics))
+    assert reference.seed_differences("x/a", "x/b", path=tmp_path) == pytest.approx([0.02, 0.01])
