@@ -6,7 +6,8 @@
 #   (default: all, in that order).
 # Every run holds out 10 % of each class of the training set (--val-fraction 0.1): the notebooks
 # compare validation accuracy; the test set is evaluated once, after the last epoch.
-# Runs already recorded (metrics.json present) are skipped, so an interrupted batch continues.
+# Runs already recorded (metrics.json present) are skipped and interrupted ones resume from their
+# checkpoint, so a batch cut short by a session limit continues where it stopped.
 set -euo pipefail
 data=${1:?usage: bash results/run_experiments.sh DATA_FOLDER [JOBS]}
 jobs=${2:-2}
@@ -76,7 +77,12 @@ commands() {
 run() {
   local name=$1; shift
   [ -f "results/$name/metrics.json" ] && { echo "skip $name (recorded)"; return 0; }
-  cnncourse train "$@" --threads 1 --out "results/$name" --no-progress 2>"results/$name.log" \
+  if [ -f "results/$name/checkpoint.pt" ]; then   # an interrupted run continues from its last epoch
+    set -- --resume --threads 1
+  else
+    set -- "$@" --threads 1
+  fi
+  cnncourse train "$@" --out "results/$name" --no-progress 2>>"results/$name.log" \
     && rm -f "results/$name/checkpoint.pt" "results/$name/model.pt" "results/$name"/*.png "results/$name.log"
 }
 export -f run
