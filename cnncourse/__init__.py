@@ -2,6 +2,7 @@
 from cnncourse.config import data_root, quick, quick_mode, set_quick_mode
 from cnncourse.utils import (count_parameters, describe_device, get_device, layer_summary,
                              seed_everything, seed_worker)
+from cnncourse.shapes import count_macs, trace_shapes
 
 __version__ = "0.1.0"
 
@@ -9,3 +10,4 @@ __all__ = [
     "__version__", "count_parameters", "data_root", "describe_device", "get_device",
     "layer_summary", "quick", "quick_mode", "seed_everything", "seed_worker", "set_quick_mode",
 ]
+__all__ += ["count_macs", "trace_shapes"]

@@ -37,10 +37,10 @@ if "google.colab" in sys.modules:
 # outputs show. Without it (the default when you open the notebook in Jupyter or Colab) the notebook
 # downloads `Galaxy10_DECals.h5` (2.5 GB) and trains each network for the article's 30 epochs on
 # 128-pixel images: use a GPU. `ARTICLE_SETTINGS = True` in the next cell runs the comparison at the
-# article's settings instead (224-pixel images, float32: see "What a run here can be compared with");
-# quick mode ignores it. To choose in the notebook itself, call `cnncourse.set_quick_mode(False)` (real
-# experiment) or `cnncourse.set_quick_mode(True)` (quick) at the top of the next cell; everything below
-# reads `QUICK`.
+# article's settings instead (224-pixel images, the size its shape comments imply, and float32: see
+# "What a run here can be compared with"); quick mode ignores it. To choose in the notebook itself,
+# call `cnncourse.set_quick_mode(False)` (real experiment) or `cnncourse.set_quick_mode(True)` (quick)
+# at the top of the next cell; everything below reads `QUICK`.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -65,10 +65,10 @@ QUICK = cnncourse.quick_mode()
 ARTICLE_SETTINGS = False            # True: the real comparison runs at the article's settings; quick mode ignores it
 ARTICLE = ARTICLE_SETTINGS and not QUICK
 DEVICE = cnncourse.get_device()
-IMAGE_SIZE = 32 if QUICK else 224 if ARTICLE else 128   # Galaxy10 images are 256x256; the article used 224
+IMAGE_SIZE = 32 if QUICK else 224 if ARTICLE else 128   # 256x256 in the file; 224: the article's shape comments
 EPOCHS = 1 if QUICK else 30         # the article: 30 epochs per run
 BATCH_SIZE = 90 if QUICK else 64    # quick: the 90 sample images in one batch; the article's is not recorded
-LEARNING_RATE = 1e-4                # Adam, the same for both networks (VGG16 needs it this small, notebook 5)
+LEARNING_RATE = 1e-4                # Adam, both networks; our choice (notebook 5: "VGG16 and the learning rate")
 AMP = False if ARTICLE else None    # None: mixed precision on a CUDA GPU; False: float32, PyTorch's default
 PRESET = "article" if ARTICLE else "course"   # normalisation: the article's Normalize(0.5, 0.5), or Galaxy10's own
 QUICK_TAG = " (quick sample)" if QUICK else ""   # in the title of every figure drawn from quick mode's runs
@@ -191,36 +191,48 @@ for stage, c_in, width in (("layer1", 64, 64), ("layer2", 256, 128), ("layer3", 
               f"{bottleneck_params(cin, width, projection):>10,} {cnncourse.count_parameters(block):>10,}")
 
 # %% [markdown]
+# ### Exercise 6.1: A 1x1 convolution is a dense layer per pixel
+#
+# A $1 \times 1$ convolution is a dense layer applied to every pixel: each output pixel is
+# $W x_{ij} + b$ with $W$ of shape $(M, C)$. Write `conv1x1_by_matmul(x, weight, bias)` with one matrix
+# product and no convolution function: move the channels last, multiply, add the bias, move them back.
+
+# %%
+import torch
+
+
+def conv1x1_by_matmul(x, weight, bias):
+    """A 1x1 convolution as a dense layer applied to every pixel, with one matrix product and no
+    convolution function. x: (N, C, H, W); weight: (M, C, 1, 1); bias: (M,). Returns (N, M, H, W)."""
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb06
+
+nb06.check_conv1x1_by_matmul(conv1x1_by_matmul)
+
+# %% [markdown]
 # ## Shapes for a 224-pixel image
+#
+# The article does not state its image size; the comments in its code give the shape after each layer,
+# and those are the shapes of a 224-pixel input, so that is the size we take for "the article's settings".
 #
 # Each layer maps a side of $n$ pixels to $n' = \lfloor (n + 2p - k)/s \rfloor + 1$. From 224: the
 # stem's convolution gives 112 and its max-pool 56; stage 1 keeps 56 (and widens to 256 channels);
 # each later stage halves the size in its first block (stride 2 on the 3x3 convolution, $k = 3$,
 # $p = 1$) and doubles the channels: $512 \times 28 \times 28$, $1024 \times 14 \times 14$,
-# $2048 \times 7 \times 7$. The formula against forward hooks on a real forward pass:
+# $2048 \times 7 \times 7$. The formula against forward hooks on a real forward pass, recorded by
+# `cnncourse.trace_shapes` (from `cnncourse/shapes.py`; notebook 4 builds it up: a forward hook on each
+# named module notes the shape of its output while one image of zeros goes through the network):
 
 # %%
-def trace_shapes(model, names, input_size):
-    """(C, H, W) output of each named submodule for one input of ``input_size``, via forward hooks."""
-    shapes = {}
-    hooks = [model.get_submodule(name).register_forward_hook(
-        lambda module, inputs, output, name=name: shapes.__setitem__(name, tuple(output.shape[1:])))
-        for name in names]
-    model.eval()
-    with torch.no_grad():
-        model(torch.zeros(1, *input_size, device=next(model.parameters()).device))
-    for hook in hooks:
-        hook.remove()
-    return shapes
-
-
 STEPS = [("stem.0", "conv 7x7, stride 2, padding 3", 7, 3, 2),
          ("stem.3", "max-pool 3x3, stride 2, padding 1", 3, 1, 2),
          ("layer1", "3 bottlenecks, stride 1", 3, 1, 1),
          ("layer2", "4 bottlenecks, stride 2", 3, 1, 2),
          ("layer3", "6 bottlenecks, stride 2", 3, 1, 2),
          ("layer4", "3 bottlenecks, stride 2", 3, 1, 2)]
-recorded = trace_shapes(article, [name for name, *_ in STEPS] + ["avgpool", "fc"], (3, 224, 224))
+recorded = cnncourse.trace_shapes(article, [name for name, *_ in STEPS] + ["avgpool", "fc"], (3, 224, 224))
 n, agree = 224, True
 print(f"{'module':<8} {'what it does':<36} {'formula':>8} {'hooks':>16}")
 for name, what, k, p, s in STEPS:
@@ -242,7 +254,7 @@ print("formula == hooks:", agree)
 
 # %%
 STAGES = ["stem", "layer1", "layer2", "layer3", "layer4", "fc"]
-shapes = trace_shapes(article, STAGES, (3, IMAGE_SIZE, IMAGE_SIZE))
+shapes = cnncourse.trace_shapes(article, STAGES, (3, IMAGE_SIZE, IMAGE_SIZE))
 print(f"input 3x{IMAGE_SIZE}x{IMAGE_SIZE}")
 print(f"{'stage':<8} {'output shape':>18} {'parameters':>12}")
 for stage in STAGES:
@@ -286,7 +298,8 @@ print(f"conv biases {conv_biases:,} - shortcut BatchNorm {shortcut_bn:,} = {conv
 # ## What the article measured
 #
 # The article trained its ResNet-50 on Galaxy10 for 30 epochs, once on the plain images and once
-# with random rotations and horizontal flips, and compared with its VGG16 run (notebook 5):
+# with random rotations and horizontal flips (it gives no range of angles), and compared with its VGG16
+# run (notebook 5):
 #
 # * **without augmentation** the training loss kept falling, but the test loss turned upwards from
 #   about epoch 8: over-fitting. The 30 epochs took 2,391 s, **86 %** of VGG16's time;
@@ -310,33 +323,15 @@ print(f"augmentation cost the ResNet {2508 - 2391} s more ({2508 / 2391 - 1:.1%}
 #
 # A convolution producing an $H' \times W' \times C_{out}$ map from $C_{in}$ channels with a
 # $k \times k$ kernel does $H' W' C_{out} C_{in} k^2$ multiply-accumulates (MACs); a dense layer
-# $n_{in} n_{out}$. Hooks on every convolution and dense layer add them up for one image. The models
-# are built on the `meta` device (shapes, no data), so counting costs nothing even at 224 pixels.
+# $n_{in} n_{out}$. `cnncourse.count_macs` (also from `cnncourse/shapes.py`, built up in notebook 4)
+# puts a forward hook on every convolution and dense layer and adds up their shares for one image. The
+# models are built on the `meta` device (shapes, no data), so counting costs nothing even at 224 pixels.
 
 # %%
-def count_macs(model, input_size):
-    """Multiply-accumulates of all Conv2d and Linear layers for one image (BatchNorm, ReLU, adds left out)."""
-    total = 0
-
-    def hook(module, inputs, output):
-        nonlocal total
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            total += output[0].numel() * (module.in_channels // module.groups) * kh * kw
-        else:
-            total += module.in_features * module.out_features
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, *input_size, device=next(model.parameters()).device))
-    for h in hooks:
-        h.remove()
-    return total
-
-
 with torch.device("meta"):
     networks = {"VGG16": vgg16(num_classes=10), "ResNet-50 (article)": resnet50_galaxy_article(num_classes=10)}
-macs = {(name, size): count_macs(model, (3, size, size)) for name, model in networks.items() for size in (224, IMAGE_SIZE)}
+macs = {(name, size): cnncourse.count_macs(model, (3, size, size))
+        for name, model in networks.items() for size in (224, IMAGE_SIZE)}
 print(f"{'network':<20} {'parameters':>12} {'GMACs at 224':>13} {f'GMACs at {IMAGE_SIZE}':>13} {'layers with weights':>20}")
 for name, model in networks.items():
     weighted = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
@@ -353,12 +348,31 @@ print(f"VGG16 / ResNet-50 at 224: {cnncourse.count_parameters(networks['VGG16'])
 # the images costs the same for both. Only a measurement tells - so we measure.
 
 # %% [markdown]
+# ### Exercise 6.2: Multiply-adds of a convolution
+#
+# Write `conv_macs(in_channels, out_channels, kernel, size, stride=1, padding=0)`: the multiply-accumulates
+# of one convolution on a `size` x `size` image, $H' W' C_{out} C_{in} k^2$, with $H' = W'$ from the
+# output-size formula. The stem of both networks here, `conv_macs(3, 64, 7, 224, 2, 3)`, is 118 million.
+
+# %%
+def conv_macs(in_channels, out_channels, kernel, size, stride=1, padding=0):
+    """Multiply-accumulates of nn.Conv2d(in_channels, out_channels, kernel, stride, padding) on one
+    size x size image (the bias left out)."""
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb06
+
+nb06.check_conv_macs(conv_macs)
+
+# %% [markdown]
 # ## VGG16 against ResNet-50, with and without augmentation
 #
 # The article's comparison, four runs with identical settings - Adam at $10^{-4}$, batches of
 # `BATCH_SIZE`, `EPOCHS` epochs, `IMAGE_SIZE`-pixel images, the same seed - differing only in the
-# network and in the augmentation (random rotation by any angle plus horizontal flip, done on the
-# training device by `fast_loaders(..., augment=True)`).
+# network and in the augmentation (a random rotation plus a horizontal flip, done on the training
+# device by `fast_loaders(..., augment=True)`). The article names no range of angles; rotating by any
+# angle from -180° to +180° is **our choice**, as in notebook 5.
 #
 # In quick mode each run is one epoch - a single batch of the 90 sample images at 32 pixels, so a
 # single update - on whatever machine runs the notebook: the table shows that the comparison runs
@@ -477,6 +491,46 @@ plot.plot_predictions(predictions, class_names=[name.replace(" ", "\n", 1) for n
                       title=f"ResNet-50 predictions: {wrong} of {len(predictions.labels)} wrong, errors first{QUICK_TAG}")
 
 # %% [markdown]
+# ### Exercise 6.3: Rotations and flips for a whole batch
+#
+# A galaxy has no up or down. Rotations by multiples of $90°$ with mirroring give the eight symmetries of
+# the square, and lose no pixels. Write `rotate_flip(images, quarter_turns, flips)` for a batch of square
+# images: image $i$ is mirrored left-right if `flips[i]`, then turned counter-clockwise by
+# `quarter_turns[i]` quarter turns (`torch.flip`, `torch.rot90`).
+
+# %%
+import torch
+
+
+def rotate_flip(images, quarter_turns, flips):
+    """Augment a batch of square images (N, C, H, H): image i is first mirrored left-right if
+    flips[i], then turned counter-clockwise by quarter_turns[i] x 90 degrees."""
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb06
+
+nb06.check_rotate_flip(rotate_flip)
+
+# %% [markdown]
+# ### Exercise 6.4: The confusion matrix
+#
+# Write `confusion_matrix(labels, preds, num_classes)`: a `num_classes` x `num_classes` matrix of counts
+# whose entry $[i, j]$ is the number of images of true class $i$ predicted as class $j$, as drawn above.
+# It must have all `num_classes` rows even when a small test set misses a class.
+
+# %%
+def confusion_matrix(labels, preds, num_classes):
+    """(num_classes, num_classes) counts: entry [i, j] is the number of images of true class i
+    predicted as class j. labels, preds: 1-D integer tensors."""
+    raise NotImplementedError
+
+# %%
+from cnncourse.exercises import nb06
+
+nb06.check_confusion_matrix(confusion_matrix)
+
+# %% [markdown]
 # ## What is measured here, and what is not
 #
 # The parameter counts, shapes and multiply-adds above are exact and checked on every run. The
@@ -495,6 +549,8 @@ plot.plot_predictions(predictions, class_names=[name.replace(" ", "\n", 1) for n
 #   time is not proportional to either: the article measured ResNet-50 at 86 % of VGG16's time.
 # * The article: without augmentation ResNet-50 over-fits from about epoch 8; rotations and flips
 #   remove the over-fitting for 5 % more time. Its next step was a Vision Transformer.
+# * Not stated by the article, and so ours: the image size of 224 pixels (what its shape comments
+#   imply), the rotation range of ±180°, and the optimizer, learning rate and batch size.
 
 # %% [markdown]
 # ## Reference results

@@ -49,6 +49,10 @@ CASES = {
                           "try:\n    train.fit(model, loader, epochs=1, checkpoint='ck.pt', progress=False)\n"
                           "except ImportError as error:\n    assert 'checkpointing.py' in str(error)\n"
                           "else:\n    raise AssertionError('a checkpoint without checkpointing.py was accepted')\n",
+    "cnncourse/shapes.py": "import torch, shapes\n"
+                           "model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU())\n"
+                           "assert shapes.count_macs(model, (1, 8, 8)) == 4 * 9 * 6 * 6\n"
+                           "assert list(shapes.trace_shapes(model, ['0'], (1, 8, 8)).values())[0][-2:] == (6, 6)\n",
     "cnncourse/parallel.py": "import torch, parallel\n"
                              "assert parallel.setup('cpu') == (0, 1, torch.device('cpu'))  # one process: nothing to join\n",
     "cnncourse/train.py cnncourse/checkpointing.py": TINY_DATA + "import train\n"
