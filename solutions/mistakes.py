@@ -646,6 +646,103 @@ def fine_tune_reinitialised(model, num_classes, freeze_backbone=False):
     return model
 
 
+# Notebook 8 ---------------------------------------------------------------------------------------
+
+def _patch_grid(images, p):
+    n, c, h, w = images.shape
+    return images.reshape(n, c, h // p, p, w // p, p)     # (N, C, H/P, P, W/P, P)
+
+
+def patchify_channels_last(images, patch_size):
+    n, c = images.shape[:2]
+    return _patch_grid(images, patch_size).permute(0, 2, 4, 3, 5, 1).reshape(n, -1, c * patch_size ** 2)
+
+
+def patchify_column_major(images, patch_size):
+    n, c = images.shape[:2]
+    return _patch_grid(images, patch_size).permute(0, 4, 2, 1, 3, 5).reshape(n, -1, c * patch_size ** 2)
+
+
+def patchify_reshape(images, patch_size):
+    n, c = images.shape[:2]
+    return images.reshape(n, -1, c * patch_size ** 2)
+
+
+def embed_tokens_cls_last(patch_tokens, cls_token, pos_embed):
+    return torch.cat([patch_tokens, cls_token.expand(patch_tokens.shape[0], -1, -1)], dim=1) + pos_embed
+
+
+def embed_tokens_cls_without_position(patch_tokens, cls_token, pos_embed):
+    return torch.cat([cls_token.expand(patch_tokens.shape[0], -1, -1), patch_tokens + pos_embed[:, 1:]], dim=1)
+
+
+def embed_tokens_no_position(patch_tokens, cls_token, pos_embed):
+    return torch.cat([cls_token.expand(patch_tokens.shape[0], -1, -1), patch_tokens], dim=1)
+
+
+def attention_unscaled(q, k, v):
+    weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+    return weights @ v, weights
+
+
+def attention_scaled_by_d(q, k, v):
+    weights = torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1], dim=-1)
+    return weights @ v, weights
+
+
+def attention_wrong_axis(q, k, v):
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-2)
+    return weights @ v, weights
+
+
+def attention_library(q, k, v):
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    return F.scaled_dot_product_attention(q, k, v), weights
+
+
+def block_params_no_norm(dim, num_heads, mlp_dim):
+    return 4 * dim * dim + 4 * dim + 2 * dim * mlp_dim + mlp_dim + dim
+
+
+def block_params_one_projection(dim, num_heads, mlp_dim):
+    return 4 * dim + 2 * (dim * dim + dim) + 2 * dim * mlp_dim + mlp_dim + dim
+
+
+def block_params_per_head(dim, num_heads, mlp_dim):
+    return 4 * dim + num_heads * (4 * dim * dim + 4 * dim) + 2 * dim * mlp_dim + mlp_dim + dim
+
+
+def block_params_mlp_four_times(dim, num_heads, mlp_dim):
+    return 12 * dim * dim + 13 * dim
+
+
+def _rollout(attentions, identity=True, reverse=False):
+    rollout = None
+    for weights in (reversed(attentions) if reverse else attentions):
+        a = weights.mean(dim=1)
+        if identity:
+            a = (a + torch.eye(a.shape[-1])) / 2
+        rollout = a if rollout is None else a @ rollout
+    return rollout
+
+
+def rollout_first_block_left(attentions):
+    return _rollout(attentions, reverse=True)
+
+
+def rollout_no_identity(attentions):
+    return _rollout(attentions, identity=False)
+
+
+def rollout_max_over_heads(attentions):
+    rollout = None
+    for weights in attentions:
+        a = (weights.amax(dim=1) + torch.eye(weights.shape[-1]))
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    return rollout
+
+
 MISTAKES = {
     "nb01.conv_params": [(conv_params_no_bias, "bias"), (conv_params_flat, "depth C")],
     "nb01.stack_output_size": [(stack_no_floor, "round down"), (stack_one_side, "each side"),
@@ -707,4 +804,14 @@ MISTAKES = {
                                      (fine_tune_frozen_head, "must train"), (fine_tune_never_frozen, "still train"),
                                      (fine_tune_always_frozen, "freeze nothing"), (fine_tune_no_bias, "bias"),
                                      (fine_tune_reinitialised, "keep the pretrained weights")],
+    "nb08.patchify": [(patchify_channels_last, "(C, P, P)"), (patchify_column_major, "row-major"),
+                      (patchify_reshape, "plain reshape")],
+    "nb08.embed_tokens": [(embed_tokens_cls_last, "goes first"), (embed_tokens_cls_without_position, "row 0"),
+                          (embed_tokens_no_position, "add the position embedding")],
+    "nb08.attention": [(attention_unscaled, "sqrt(d)"), (attention_scaled_by_d, "square ROOT"),
+                       (attention_wrong_axis, "last axis"), (attention_library, "calls F.scaled_dot_product_attention")],
+    "nb08.block_params": [(block_params_no_norm, "LayerNorms"), (block_params_one_projection, "queries, keys and values"),
+                          (block_params_per_head, "heads"), (block_params_mlp_four_times, "use mlp_dim")],
+    "nb08.attention_rollout": [(rollout_first_block_left, "on the LEFT"), (rollout_no_identity, "identity"),
+                               (rollout_max_over_heads, "not the maximum")],
 }

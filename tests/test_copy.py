@@ -38,6 +38,8 @@ CASES = {
                                "assert vgg.vgg11(num_classes=3)(torch.zeros(2, 3, 32, 32)).shape == (2, 3)\n",
     "cnncourse/models/article.py": "import torch, article\nmodel = article.resnet50_keras_article(in_channels=1)\n"
                                    "assert model.eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)\n",
+    "cnncourse/models/vit.py": "import torch, vit\n"
+                               "assert vit.vit_tiny()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)\n",
     "cnncourse/fastdata.py": "import torch, fastdata\n"
                              "images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)\n"
                              "loader = fastdata.TensorLoader(images, torch.zeros(10, dtype=torch.long), batch_size=4,"

@@ -20,12 +20,13 @@ from cnncourse.models import (MODELS, BasicBlock, Bottleneck, LeNet, builder_opt
                               get_model, min_input_size, resnet18, resnet50)
 
 MODEL_DIR = Path(models.__file__).parent
-MODEL_FILES = ["lenet.py", "resnet.py", "vgg.py", "article.py"]
+MODEL_FILES = ["lenet.py", "resnet.py", "vgg.py", "article.py", "vit.py"]
 PAPER_RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 CIFAR_RESNETS = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
 VGGS = ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
 ARTICLES = ["resnet50_keras_article", "resnet50_galaxy_article"]
 PLAIN = ["plain20", "plain56"]
+VITS = ["vit_tiny"]
 
 
 def n_params(model: nn.Module) -> int:
@@ -120,6 +121,7 @@ PARAMETER_FACTS = [
     ("vgg19_bn", dict(num_classes=1000), 143_678_248),
     ("resnet50_keras_article", dict(num_classes=10, in_channels=1), 26_267_778),  # Keras's trainable params
     ("resnet50_galaxy_article", dict(num_classes=10, in_channels=3), 23_547_402),  # the article's
+    ("vit_tiny", dict(num_classes=10), 809_354),  # by formula in vit.py; close to resnet56's 855,770
 ]
 
 
@@ -340,6 +342,12 @@ def test_input_errors_name_the_expected_input_and_their_suggestions_work(name):
     ("resnet50_galaxy_article", {}, (3, 224, 224),
      "GalaxyArticleResNet50 expects input of shape (N, 3, H, W) with H, W >= 32; got (3, 224, 224). "
      "Pass a batch (N, C, H, W); for a single image use x.unsqueeze(0)."),
+    ("vit_tiny", {}, (2, 3, 28, 28),
+     "VisionTransformer expects input of shape (N, 3, H, W) with H = W = 32; got (2, 3, 28, 28). "
+     "Build it with image_size=28 for 28x28 images, or resize them to 32x32."),
+    ("vit_tiny", {}, (2, 3, 30, 30),  # 30 px do not split into 4x4 patches: no image_size to suggest
+     "VisionTransformer expects input of shape (N, 3, H, W) with H = W = 32; got (2, 3, 30, 30). "
+     "Resize or crop the images to 32x32 (a whole number of 4x4 patches)."),
 ])
 def test_input_error_messages(name, kwargs, shape, message):
     model = on_meta(name, num_classes=10, **kwargs)
@@ -352,6 +360,7 @@ def test_input_error_messages(name, kwargs, shape, message):
     ("lenet", {}, 32), ("lenet", dict(image_size=28), 28), ("resnet18", {}, 32),
     ("resnet18", dict(small_input=True), 8), ("resnet20", {}, 4), ("vgg16", {}, 32),
     ("resnet50_keras_article", {}, 28), ("resnet50_galaxy_article", {}, 32),
+    ("vit_tiny", {}, 32), ("vit_tiny", dict(image_size=28, patch_size=7), 28),
 ])
 def test_min_input_size_by_name_and_by_model(name, kwargs, size):
     assert min_input_size(name, **kwargs) == size
@@ -373,7 +382,7 @@ def test_lenet_flattened_width_follows_image_size():
 # --- registry, names and options ----------------------------------------------------------------
 
 def test_registry_is_filled_from_the_model_files_in_order():
-    assert list(MODELS) == ["lenet", "lenet_nobn"] + PAPER_RESNETS + CIFAR_RESNETS + PLAIN + VGGS + ARTICLES
+    assert list(MODELS) == ["lenet", "lenet_nobn"] + PAPER_RESNETS + CIFAR_RESNETS + PLAIN + VGGS + ARTICLES + VITS
     files = [importlib.import_module(f"cnncourse.models.{f[:-3]}") for f in MODEL_FILES]
     assert list(MODELS.values()) == [builder for module in files for builder in module.BUILDERS]
     for module in files:
@@ -420,6 +429,7 @@ EXPECTED_OPTIONS = {
     **{name: set() for name in PLAIN},
     "lenet": {"image_size"},
     "lenet_nobn": {"image_size"},
+    **{name: {"image_size", "patch_size"} for name in VITS},
 }
 
 

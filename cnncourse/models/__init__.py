@@ -2,7 +2,7 @@
 
 ``get_model("resnet18", num_classes=10, in_channels=1, small_input=True)`` is what the notebooks
 and the command line use; the classes and builders are importable directly too. Each model file
-(``lenet.py``, ``resnet.py``, ``vgg.py``, ``article.py``) needs torch alone and lists its public
+(``lenet.py``, ``resnet.py``, ``vgg.py``, ``article.py``, ``vit.py``) needs torch alone and lists its public
 builders in ``BUILDERS``; :data:`MODELS` is filled from those lists, so a new builder is registered
 by adding it there. Every model has ``in_channels``, ``min_input_size`` and ``num_features`` (the
 width entering its final classifier layer).
@@ -27,11 +27,14 @@ from cnncourse.models.resnet import (BasicBlock, Bottleneck, NoShortcutBlock, Re
 from cnncourse.models.vgg import BUILDERS as _VGG_BUILDERS
 from cnncourse.models.vgg import (VGG, make_layers, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19,
                                   vgg19_bn)
+from cnncourse.models.vit import BUILDERS as _VIT_BUILDERS
+from cnncourse.models.vit import (MultiHeadSelfAttention, PatchEmbedding, TransformerBlock, VisionTransformer,
+                                  vit_tiny)
 
 #: Model name -> builder ``(num_classes, in_channels, **options) -> nn.Module``, in the order listed.
 MODELS: Dict[str, Callable[..., nn.Module]] = {
     builder.__name__: builder
-    for builder in (*_LENET_BUILDERS, *_RESNET_BUILDERS, *_VGG_BUILDERS, *_ARTICLE_BUILDERS)
+    for builder in (*_LENET_BUILDERS, *_RESNET_BUILDERS, *_VGG_BUILDERS, *_ARTICLE_BUILDERS, *_VIT_BUILDERS)
 }
 
 
@@ -65,7 +68,7 @@ def get_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs) 
 
     Extra keyword arguments go to the builder (:func:`builder_options` lists them), e.g.
     ``small_input=True`` or ``zero_init_residual=True`` for the ResNets, ``image_size=28`` for LeNet,
-    ``dropout`` for VGG.
+    ``dropout`` for VGG, ``image_size=28, patch_size=7`` for the ViT.
     """
     key = canonical_model_name(name)
     unknown = set(kwargs) - builder_options(key)
@@ -80,7 +83,7 @@ def min_input_size(name_or_model: Union[nn.Module, str], **kwargs) -> int:
 
     ``name_or_model`` is a built model or a name for :func:`get_model` (built on the meta device, so
     free). ResNets with the 224-px stem and VGG need 32 px (their total stride), small-input ResNets 8,
-    the CIFAR ResNets 4, the Keras-article ResNet-50 its 28 px.
+    the CIFAR ResNets 4, the Keras-article ResNet-50 its 28 px, the ViT its one ``image_size``.
     """
     model = name_or_model
     if isinstance(model, str):
@@ -98,4 +101,5 @@ __all__ = [
     "VGG", "make_layers", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
     "ArticleBottleneck", "KerasArticleResNet50", "GalaxyArticleResNet50",
     "resnet50_keras_article", "resnet50_galaxy_article",
+    "PatchEmbedding", "MultiHeadSelfAttention", "TransformerBlock", "VisionTransformer", "vit_tiny",
 ]
