@@ -196,7 +196,8 @@ def goals(path: Optional[PathLike] = None) -> str:
 
 def _label(column: str) -> str:
     """A history column in words: ``test_acc`` -> ``test accuracy (%)``."""
-    return column.replace("_acc", " accuracy (%)").replace("_loss", " loss").replace("_", " ")
+    name = column.replace("val_", "validation_")
+    return name.replace("_acc", " accuracy (%)").replace("_loss", " loss").replace("_", " ")
 
 
 def _scale(column: str) -> int:
