@@ -11,7 +11,7 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 RESULTS_ENV = "CNNCOURSE_RESULTS"
 PathLike = Union[str, "os.PathLike[str]"]
@@ -262,10 +262,20 @@ def seed_runs(prefix: str, path: Optional[PathLike] = None) -> List[dict]:
 def seed_stats(prefix: str, column: str = "val_acc", path: Optional[PathLike] = None) -> Dict[str, object]:
     """Mean, sample standard deviation (0 for one seed), min, max and values over the seeds of the
     last epoch's ``column`` (fractions for accuracies); ``"test_acc"`` is the test set's one look."""
+    return _stats([run["history"][-1][column] for run in seed_runs(prefix, path)])
+
+
+def _stats(values: List[float]) -> Dict[str, object]:
     import statistics
-    values = [run["history"][-1][column] for run in seed_runs(prefix, path)]
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values), "n": len(values), "values": values}
+
+
+def _group(prefix: str, path: Optional[PathLike]) -> Tuple[List[dict], Dict[str, object], Dict[str, object], float]:
+    """A run group read once: its runs, last-epoch validation and test statistics, minutes per run."""
+    runs = seed_runs(prefix, path)
+    val, test = (_stats([run["history"][-1][column] for run in runs]) for column in ("val_acc", "test_acc"))
+    return runs, val, test, sum(run["provenance"]["wall_seconds"] for run in runs) / 60 / len(runs)
 
 
 def seed_differences(first: str, second: str, column: str = "val_acc",
@@ -284,8 +294,7 @@ def seed_table(groups: Dict[str, str], path: Optional[PathLike] = None) -> str:
     width = max(len(label) for label in groups) + 2
     lines = [f"{'':<{width}}{'seeds':>6}{'validation %':>17}{'test %':>17}{'min/run':>9}"]
     for label, prefix in groups.items():
-        val, test = seed_stats(prefix, "val_acc", path), seed_stats(prefix, "test_acc", path)
-        minutes = sum(r["provenance"]["wall_seconds"] for r in seed_runs(prefix, path)) / 60 / val["n"]
+        _, val, test, minutes = _group(prefix, path)
         lines.append(f"{label:<{width}}{val['n']:>6}{100 * val['mean']:>11.2f} +- {100 * val['std']:.2f}"
                      f"{100 * test['mean']:>11.2f} +- {100 * test['std']:.2f}{minutes:>9.1f}")
     return "\n".join(lines)
@@ -330,12 +339,10 @@ def controlled_table(path: Optional[PathLike] = None) -> str:
         for index, (label, prefix) in enumerate(about["groups"].items()):
             head = f"| {about['title']} | {about['notebook']} | {label}" if index == 0 else f"| | | {label}"
             try:
-                runs = seed_runs(prefix, path)
+                runs, val, test, minutes = _group(prefix, path)
             except FileNotFoundError:
                 rows.append(f"{head} | | not measured yet | | | |")
                 continue
-            val, test = seed_stats(prefix, "val_acc", path), seed_stats(prefix, "test_acc", path)
-            minutes = sum(r["provenance"]["wall_seconds"] for r in runs) / 60 / len(runs)
             rows.append(f"{head} | {len(runs)} | {100 * val['mean']:.2f} ± {100 * val['std']:.2f} % | "
                         f"{100 * test['mean']:.2f} ± {100 * test['std']:.2f} % | {minutes:.1f} | {hardware(runs[0])} |")
     return "\n".join(rows)
