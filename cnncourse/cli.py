@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -79,6 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
     out.add_argument("--debug", action="store_true",
                      help="show Python tracebacks for errors (also CNNCOURSE_DEBUG=1)")
+
+    speed = commands.add_parser(
+        "speedrun", help="notebook 9's speedruns: MNIST on a CPU, CIFAR-10 airbench-style on a GPU",
+        description="Train the speedrun network and write DIR/metrics.json with train_seconds (first to last "
+                    "optimisation step), validation and test accuracy and the CPU's capability. MNIST holds "
+                    "out 10 %% of the training images for validation.",
+        epilog="example: cnncourse speedrun --seed 0 --out results/speedrun-mnist/recipe-s0")
+    speed.add_argument("--task", choices=("mnist", "cifar10"), default="mnist")
+    speed.add_argument("--seed", type=int, default=0)
+    speed.add_argument("--without", metavar="TRICK", default=None,
+                       help="remove one trick of the MNIST recipe, by its name in cnncourse.speedrun.TRICKS, "
+                            "e.g. 'BatchNorm' (a wrong name lists them)")
+    speed.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    speed.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    speed.add_argument("--data-root", metavar="DIR", default=None, help="the data folder (as for train)")
+    speed.add_argument("--out", metavar="DIR", required=True, help="output folder for metrics.json")
+    speed.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     commands.add_parser("models", help="list the models", description="List the model names for --model "
                         "with their parameter counts for 10 classes (3 input channels).")
@@ -424,6 +442,39 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 # --------------------------------------------------------------------------------------- listings
+def speedrun_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run one speedrun and record it (see cnncourse.speedrun)."""
+    import torch
+    from cnncourse import speedrun
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    changes = {} if args.epochs is None else {"epochs": args.epochs}
+    if args.without is not None:
+        if args.task != "mnist" or args.without not in speedrun.TRICKS:
+            raise UsageError(f"--without {args.without!r}: choose one of {', '.join(map(repr, speedrun.TRICKS))} "
+                             "(MNIST only)")
+        changes.update(speedrun.TRICKS[args.without][1])
+    _check_out(Path(args.out))
+    if args.task == "mnist":
+        result = speedrun.speedrun_mnist(seed=args.seed, root=args.data_root, progress=not args.no_progress,
+                                         **changes)
+        result["removed_trick"] = args.without
+    else:
+        result = speedrun.speedrun_cifar10(seed=args.seed, root=args.data_root, progress=not args.no_progress,
+                                           **changes)
+    result["quick_mode"] = _quick()
+    command = "cnncourse speedrun " + " ".join(shlex.quote(a) for a in argv[1:] if a != "--no-progress")
+    path = speedrun.record(result, args.out, command)
+    print(f"cnncourse speedrun: {result['train_seconds']:.1f} s of training, test accuracy "
+          f"{100 * result['test_accuracy']:.2f} %; wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _quick() -> bool:
+    from cnncourse.config import quick_mode
+    return quick_mode()
+
+
 def models_command() -> int:
     import torch
     from cnncourse.models import MODELS, get_model
@@ -504,6 +555,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "train":
             return train_command(args, argv)
+        if args.command == "speedrun":
+            return speedrun_command(args, argv)
         if args.command == "models":
             return models_command()
         if args.command == "datasets":

@@ -1,5 +1,6 @@
 """Regenerate README's results table and goal checks from results/*/metrics.json, its table of the
-controlled experiments from results/controlled.json, and its speed table
+controlled experiments from results/controlled.json, its speedrun tables from results/speedrun-mnist/,
+and its speed table
 from results/benchmarks/train_speed_cpu.json (``--check`` only compares)."""
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import json
 import sys
 from pathlib import Path
 
-from cnncourse.reference import controlled_table, goals, table
+from cnncourse.reference import controlled_table, goals, speedrun_table, table, trick_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 CONTROLLED_START, CONTROLLED_END = "<!-- controlled:start -->", "<!-- controlled:end -->"
+SPEEDRUN_START, SPEEDRUN_END = "<!-- speedrun:start -->", "<!-- speedrun:end -->"
 SPEED_JSON = "results/benchmarks/train_speed_cpu.json"
 
 
@@ -49,6 +51,7 @@ def render(readme: str) -> str:
     readme = _replace(readme, START, END, f"{table(results)}\n\nThe goals and the articles' figures, checked "
                                           f"against the same files:\n\n{goals(results)}")
     readme = _replace(readme, CONTROLLED_START, CONTROLLED_END, controlled_table(results))
+    readme = _replace(readme, SPEEDRUN_START, SPEEDRUN_END, f"{speedrun_table(path=results)}\n\n{trick_table(path=results)}")
     speed = json.loads((README.parent / SPEED_JSON).read_text())
     return _replace(readme, SPEED_START, SPEED_END, speed_table(speed))
 

@@ -743,6 +743,127 @@ def rollout_max_over_heads(attentions):
     return rollout
 
 
+# Notebook 9 ---------------------------------------------------------------------------------------
+
+def _tensor_batches(images, labels, batch_size, order, label_order=None, drop=True):
+    full = len(order) // batch_size * batch_size if drop else len(order)
+    label_order = order if label_order is None else label_order
+    return [(images[chunk], labels[label_chunk])
+            for chunk, label_chunk in zip(order[:full].split(batch_size), label_order[:full].split(batch_size))]
+
+
+def batches_unshuffled(images, labels, batch_size, generator):
+    return _tensor_batches(images, labels, batch_size, torch.arange(len(images)))
+
+
+def batches_keep_last(images, labels, batch_size, generator):
+    return _tensor_batches(images, labels, batch_size, torch.randperm(len(images), generator=generator), drop=False)
+
+
+def batches_two_permutations(images, labels, batch_size, generator):
+    order = torch.randperm(len(images), generator=generator)
+    return _tensor_batches(images, labels, batch_size, order, torch.randperm(len(images), generator=generator))
+
+
+def batches_global_generator(images, labels, batch_size, generator):
+    return _tensor_batches(images, labels, batch_size, torch.randperm(len(images)))
+
+
+def flip_height(images, first_mask, epoch):
+    mask = first_mask if epoch % 2 == 0 else ~first_mask
+    return torch.where(mask.view(-1, 1, 1, 1), images.flip(-2), images)
+
+
+def flip_same_mask(images, first_mask, epoch):
+    return torch.where(first_mask.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def flip_parity_swapped(images, first_mask, epoch):
+    mask = first_mask if epoch % 2 == 1 else ~first_mask
+    return torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def flip_in_place(images, first_mask, epoch):
+    mask = first_mask if epoch % 2 == 0 else ~first_mask
+    images[mask] = images[mask].flip(-1)
+    return images
+
+
+def _whitening(patches, eps, mistake=""):
+    if mistake == "uncentred":
+        covariance = patches.T @ patches / len(patches)
+    elif mistake == "biased":
+        centred = patches - patches.mean(0)
+        covariance = centred.T @ centred / len(patches)
+    else:
+        covariance = torch.cov(patches.T)
+    values, vectors = torch.linalg.eigh(covariance)
+    scale = {"no_eps": torch.sqrt(values), "no_sqrt": values + eps}.get(mistake, torch.sqrt(values + eps))
+    if mistake == "columns":
+        return vectors / scale
+    if mistake == "broadcast":
+        return vectors.T / scale
+    return (vectors / scale).T
+
+
+def whitening_columns(patches, eps=5e-4):
+    return _whitening(patches, eps, "columns")
+
+
+def whitening_broadcast(patches, eps=5e-4):
+    return _whitening(patches, eps, "broadcast")
+
+
+def whitening_no_sqrt(patches, eps=5e-4):
+    return _whitening(patches, eps, "no_sqrt")
+
+
+def whitening_no_eps(patches, eps=5e-4):
+    return _whitening(patches, eps, "no_eps")
+
+
+def whitening_uncentred(patches, eps=5e-4):
+    return _whitening(patches, eps, "uncentred")
+
+
+def whitening_biased(patches, eps=5e-4):
+    return _whitening(patches, eps, "biased")
+
+
+def tta_height(model, images):
+    model.eval()
+    with torch.no_grad():
+        return (model(images) + model(images.flip(-2))) / 2
+
+
+def tta_sum(model, images):
+    model.eval()
+    with torch.no_grad():
+        return model(images) + model(images.flip(-1))
+
+
+def tta_probabilities(model, images):
+    model.eval()
+    with torch.no_grad():
+        return (model(images).softmax(1) + model(images.flip(-1)).softmax(1)) / 2
+
+
+def tta_train_mode(model, images):
+    with torch.no_grad():
+        return (model(images) + model(images.flip(-1))) / 2
+
+
+def tta_mirror_only(model, images):
+    model.eval()
+    with torch.no_grad():
+        return model(images.flip(-1))
+
+
+def tta_with_grad(model, images):
+    model.eval()
+    return (model(images) + model(images.flip(-1))) / 2
+
+
 MISTAKES = {
     "nb01.conv_params": [(conv_params_no_bias, "bias"), (conv_params_flat, "depth C")],
     "nb01.stack_output_size": [(stack_no_floor, "round down"), (stack_one_side, "each side"),
@@ -814,4 +935,14 @@ MISTAKES = {
                           (block_params_per_head, "heads"), (block_params_mlp_four_times, "use mlp_dim")],
     "nb08.attention_rollout": [(rollout_first_block_left, "on the LEFT"), (rollout_no_identity, "identity"),
                                (rollout_max_over_heads, "not the maximum")],
+    "nb09.tensor_batches": [(batches_unshuffled, "shuffle"), (batches_keep_last, "drop"),
+                            (batches_two_permutations, "same permutation"), (batches_global_generator, "generator")],
+    "nb09.alternating_flip": [(flip_height, "width axis"), (flip_same_mask, "OTHER images"),
+                              (flip_parity_swapped, "epoch % 2"), (flip_in_place, "in place")],
+    "nb09.whitening_matrix": [(whitening_columns, "COLUMNS: transpose"), (whitening_broadcast, "divides the COLUMNS"),
+                              (whitening_no_sqrt, "square ROOT"), (whitening_no_eps, "add eps"),
+                              (whitening_uncentred, "subtract each column's mean"), (whitening_biased, "M - 1")],
+    "nb09.tta_logits": [(tta_height, "width axis"), (tta_sum, "divide their sum by 2"),
+                        (tta_probabilities, "average the logits"), (tta_train_mode, "model.eval()"),
+                        (tta_mirror_only, "AND"), (tta_with_grad, "torch.no_grad()")],
 }

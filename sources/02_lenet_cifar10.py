@@ -15,7 +15,8 @@
 # and its feature maps, computed here from the weights of the recorded full-data run.
 #
 # Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
-# 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10 · 7 what the network looks at · 8 a Vision Transformer.
+# 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10 · 7 what the network looks at · 8 a Vision Transformer ·
+# 9 speedrun.
 
 # %%
 # Setup. In Google Colab: fetch the course (package, notebooks, recorded results) and install it.

@@ -17,7 +17,8 @@
 # confusion matrix, its errors, its filters and its feature maps, computed in the notebook.
 #
 # Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
-# 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10 · 7 what the network looks at · 8 a Vision Transformer.
+# 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10 · 7 what the network looks at · 8 a Vision Transformer ·
+# 9 speedrun.
 
 # %%
 # Setup. In Google Colab: fetch the course (package, notebooks, recorded results) and install it.

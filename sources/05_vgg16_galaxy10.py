@@ -14,7 +14,8 @@
 # probe; and VGG16 trained on galaxies, with its learning curves and confusion matrix.
 #
 # Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
-# 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10 · 7 what the network looks at · 8 a Vision Transformer.
+# 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10 · 7 what the network looks at · 8 a Vision Transformer ·
+# 9 speedrun.
 
 # %%
 # Setup. In Google Colab: fetch the course (package, notebooks, recorded results) and install it.

@@ -1,4 +1,4 @@
-"""Checked exercises for the notebooks: ``nb01`` ... ``nb08``, one module each.
+"""Checked exercises for the notebooks: ``nb01`` ... ``nb09``, one module each.
 
 In a notebook, the learner fills in a stub and runs its check cell::
 
@@ -16,7 +16,7 @@ from typing import Dict, List
 
 from cnncourse.exercises.check import Exercise, Result
 
-NOTEBOOKS = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb06", "nb07", "nb08")
+NOTEBOOKS = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb06", "nb07", "nb08", "nb09")
 
 __all__ = ["NOTEBOOKS", "Exercise", "Result", "all_exercises"]
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Notebook 9's MNIST speedrun. Run it on a quiet machine (nothing else running): its figures are seconds.
+# DATA: the data folder of results/run_all.sh (MNIST/ inside). THREADS: torch threads (default: all cores).
+# Usage: bash results/run_speedrun.sh DATA [THREADS [SEEDS]]
+#   1. the recipe chosen on the validation split (scripts/speedrun_search.py recipe; skipped when
+#      results/speedrun-mnist/search-recipe.json exists: set the chosen settings as MnistRecipe's defaults);
+#   2. the recipe with SEEDS seeds (default 3), each recorded in results/speedrun-mnist/recipe-s<seed>/;
+#   3. each trick of cnncourse.speedrun.TRICKS removed, one at a time, with the same seeds:
+#      results/speedrun-mnist/without-<trick>-s<seed>/.
+# Runs already recorded (metrics.json present) are skipped.
+set -euo pipefail
+data=${1:?usage: bash results/run_speedrun.sh DATA_FOLDER [THREADS [SEEDS]]}
+threads=${2:-$(nproc)}
+seeds=${3:-3}
+cd "$(dirname "$0")/.."
+out=results/speedrun-mnist
+python=${PYTHON:-python}
+[ -f $out/search-recipe.json ] || $python scripts/speedrun_search.py recipe --threads "$threads" --data-root "$data" --out $out
+run() {  # run NAME [cnncourse speedrun options...]
+  local name=$1; shift
+  [ -f "$out/$name/metrics.json" ] && { echo "recorded: $name"; return; }
+  echo "running: $name"
+  cnncourse speedrun "$@" --threads "$threads" --data-root "$data" --out "$out/$name" --no-progress
+}
+for seed in $(seq 0 $((seeds - 1))); do
+  run "recipe-s$seed" --seed "$seed"
+done
+$python -c "from cnncourse.speedrun import TRICKS; print('\n'.join(TRICKS))" | while read -r trick; do
+  slug=$(echo "$trick" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9\n' '-')
+  for seed in $(seq 0 $((seeds - 1))); do
+    run "without-$slug-s$seed" --without "$trick" --seed "$seed"
+  done
+done
