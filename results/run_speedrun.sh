@@ -7,7 +7,8 @@
 #   2. the recipe with SEEDS seeds (default 3), each recorded in results/speedrun-mnist/recipe-s<seed>/;
 #   3. each trick of cnncourse.speedrun.TRICKS removed, one at a time, with the same seeds:
 #      results/speedrun-mnist/without-<trick>-s<seed>/.
-# Runs already recorded (metrics.json present) are skipped.
+# Runs already recorded (metrics.json present) are skipped. Each run gets an empty torch.compile cache, so
+# the run with torch.compile pays its whole compilation, as a first run does.
 set -euo pipefail
 data=${1:?usage: bash results/run_speedrun.sh DATA_FOLDER [THREADS [SEEDS]]}
 threads=${2:-$(nproc)}
@@ -20,7 +21,7 @@ run() {  # run NAME [cnncourse speedrun options...]
   local name=$1; shift
   [ -f "$out/$name/metrics.json" ] && { echo "recorded: $name"; return; }
   echo "running: $name"
-  cnncourse speedrun "$@" --threads "$threads" --data-root "$data" --out "$out/$name" --no-progress
+  TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) cnncourse speedrun "$@" --threads "$threads" --data-root "$data" --out "$out/$name" --no-progress
 }
 for seed in $(seq 0 $((seeds - 1))); do
   run "recipe-s$seed" --seed "$seed"
