@@ -4,6 +4,8 @@
 # Usage: bash results/run_speedrun.sh DATA [THREADS [SEEDS]]
 #   1. the recipe chosen on the validation split (scripts/speedrun_search.py recipe; skipped when
 #      results/speedrun-mnist/search-recipe.json exists: set the chosen settings as MnistRecipe's defaults);
+#   1b. the learning rates of the runs without one-cycle or without BatchNorm, likewise
+#      (scripts/speedrun_search.py rates -> search-rates.json; set them in TRICKS);
 #   2. the recipe with SEEDS seeds (default 3), each recorded in results/speedrun-mnist/recipe-s<seed>/;
 #   3. each trick of cnncourse.speedrun.TRICKS removed, one at a time, with the same seeds:
 #      results/speedrun-mnist/without-<trick>-s<seed>/.
@@ -17,6 +19,18 @@ cd "$(dirname "$0")/.."
 out=results/speedrun-mnist
 python=${PYTHON:-python}
 [ -f $out/search-recipe.json ] || $python scripts/speedrun_search.py recipe --threads "$threads" --data-root "$data" --out $out
+[ -f $out/search-rates.json ] || $python scripts/speedrun_search.py rates --threads "$threads" --data-root "$data" --out $out
+$python - "$out" <<'PY'
+import json, sys
+from cnncourse.speedrun import MnistRecipe, TRICKS
+out = sys.argv[1]
+chosen = json.load(open(f"{out}/search-recipe.json"))["chosen"]["changes"]
+differ = {k: v for k, v in chosen.items() if getattr(MnistRecipe(), k) != v}
+rates = json.load(open(f"{out}/search-rates.json"))["chosen"]
+differ.update({t: r["changes"]["lr"] for t, r in rates.items() if TRICKS[t][1].get("lr", MnistRecipe().lr) != r["changes"]["lr"]})
+if differ:
+    sys.exit(f"the search chose {differ}: set them in cnncourse/speedrun.py (MnistRecipe, TRICKS) first")
+PY
 run() {  # run NAME [cnncourse speedrun options...]
   local name=$1; shift
   [ -f "$out/$name/metrics.json" ] && { echo "recorded: $name"; return; }
