@@ -35,7 +35,11 @@ run() {  # run NAME [cnncourse speedrun options...]
   local name=$1; shift
   [ -f "$out/$name/metrics.json" ] && { echo "recorded: $name"; return; }
   echo "running: $name"
-  TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) cnncourse speedrun "$@" --threads "$threads" --data-root "$data" --out "$out/$name" --no-progress
+  local cache
+  cache=$(mktemp -d)
+  TORCHINDUCTOR_CACHE_DIR=$cache $python -m cnncourse speedrun "$@" --threads "$threads" --data-root "$data" \
+    --out "$out/$name" --no-progress
+  rm -rf "$cache"
 }
 for seed in $(seq 0 $((seeds - 1))); do
   run "recipe-s$seed" --seed "$seed"

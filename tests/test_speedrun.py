@@ -223,3 +223,28 @@ def test_quiet_stderr_silences_file_descriptor_2_and_restores_it(capfd):
         os.write(2, b"hidden\n")
     os.write(2, b"shown\n")
     assert capfd.readouterr().err == "shown\n"
+
+
+def test_pooling_last_is_the_usual_block_order():
+    late = mnist_net(8, pool_first=False)
+    assert [type(m).__name__ for m in late[:4]] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert [type(m).__name__ for m in mnist_net(8)[:4]] == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]
+    assert sum(p.numel() for p in late.parameters()) == sum(p.numel() for p in mnist_net(8).parameters())
+
+
+def test_tta_logits_average_the_image_and_its_mirror():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).eval()
+    x = torch.randn(5, 1, 6, 6)
+    with torch.no_grad():
+        expected = (model(x) + model(x.flip(-1))) / 2
+        assert torch.allclose(speedrun.tta_logits(model, x), expected)
+        assert torch.allclose(speedrun.tta_logits(model, x.flip(-1)), expected, atol=1e-6)   # mirror-invariant
+        labels = expected.argmax(1)
+    assert speedrun._accuracy(model, x, labels, None, tta=True) == 1.0
+
+
+def test_low_precision_dtype_on_this_cpu():
+    from cnncourse.train import cpu_has_native_bf16
+    expected = torch.bfloat16 if cpu_has_native_bf16() else None
+    assert speedrun._low_precision(torch.device("cpu")) == expected
