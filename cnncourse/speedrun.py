@@ -78,7 +78,7 @@ class MnistRecipe:
 TRICKS: Dict[str, tuple] = {
     "data as one tensor": ("a DataLoader builds every batch image by image (PIL image -> ToTensor -> "
                            "Normalize, then stacked)", {"data_on_device": False}),
-    "batch size 256": ("batches of 64, rate 0.05", {"batch_size": 64, "lr": 0.05}),
+    "batch size 256": ("batches of 64, rate 0.2", {"batch_size": 64, "lr": 0.2}),
     "one-cycle schedule": ("a constant rate of 0.05 and momentum 0.9", {"onecycle": False, "lr": 0.05}),
     "BatchNorm": ("no BatchNorm (convolutions with bias), rate 0.2", {"batchnorm": False, "lr": 0.2}),
     "narrow network": ("twice as wide (32, 64, 128 channels)", {"width": 32}),
