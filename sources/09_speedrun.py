@@ -388,8 +388,8 @@ else:
 # ## Each trick's share
 #
 # Then the script removed one trick at a time, with the same seeds, and left everything else as in
-# the recipe. Where a removal needs its own learning rate (no one-cycle schedule, no BatchNorm) the
-# rate is the best of 0.2, 0.05 and 0.01 on the validation split
+# the recipe. Where a removal may need its own learning rate (batches of 64, no one-cycle schedule,
+# no BatchNorm) the rate is the best of 0.2, 0.05 and 0.01 on the validation split
 # (`results/speedrun-mnist/search-rates.json`). "x the recipe's" is the run's training time over the
 # recipe's; a trick whose removal costs accuracy rather than time shows in the last column. The
 # last row is the other way round: torch.compile is not in the recipe, and the row measures what
