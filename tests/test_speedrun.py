@@ -248,3 +248,12 @@ def test_low_precision_dtype_on_this_cpu():
     from cnncourse.train import cpu_has_native_bf16
     expected = torch.bfloat16 if cpu_has_native_bf16() else None
     assert speedrun._low_precision(torch.device("cpu")) == expected
+
+
+def test_cli_speedrun_cifar10_task_runs_on_the_cpu(quick, tmp_path):
+    assert main(["speedrun", "--task", "cifar10", "--epochs", "1", "--threads", "1", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["num_train_images"] == 2000 and metrics["device"] == "cpu" and metrics["epochs"] == 1
+    assert {"test_accuracy", "test_accuracy_no_tta", "train_seconds"} <= set(metrics)
+    assert main(["speedrun", "--task", "cifar10", "--without", "BatchNorm", "--out", str(tmp_path)]) == 2
