@@ -93,8 +93,12 @@ run() {
   else
     set -- "$@" --threads 1
   fi
-  cnncourse train "$@" --out "results/$name" --no-progress 2>>"results/$name.log" \
-    && rm -f "results/$name/checkpoint.pt" "results/$name/model.pt" "results/$name"/*.png "results/$name.log"
+  cnncourse train "$@" --out "results/$name" --no-progress 2>>"results/$name.log" || return
+  rm -f "results/$name/checkpoint.pt" "results/$name.log"
+  case $name in
+    vit-vs-resnet/*) ;;   # kept: notebook 8 draws attention maps and Grad-CAM from the trained weights
+    *) rm -f "results/$name/model.pt" "results/$name"/*.png ;;
+  esac
 }
 export -f run
 mkdir -p results/lenet-ladder results/degradation results/fmnist-2x2 results/vgg-lr results/vit-vs-resnet

@@ -3,7 +3,8 @@ validation split (10 % of the training images held out; the test set is never lo
 
 ``recipe``: a small grid of MnistRecipe settings, seed 0; the rule: the fastest setting whose
 validation accuracy reaches 99.0 %. ``rates``: for each trick whose removal needs its own learning
-rate (batches of 64, no one-cycle, no BatchNorm), the best of RATES on validation. Writes OUT/search-<part>.json with every row and the hardware.
+rate (batches of 256, no one-cycle, no BatchNorm), the best of RATES on validation.
+Writes OUT/search-<part>.json with every row and the hardware.
 Usage: python scripts/speedrun_search.py recipe|rates [--threads N] [--out DIR] [--data-root DIR]
 """
 import argparse
@@ -19,7 +20,7 @@ GRID = [dict(epochs=e, width=w) for e in (1, 2, 3) for w in (8, 16)] + [
     dict(epochs=2, batch_size=64, lr=0.2), dict(epochs=3, batch_size=64, lr=0.2), dict(epochs=2, batch_size=128, lr=0.1),
     dict(epochs=3, batch_size=512, lr=0.4), dict(epochs=4, width=8)]
 RATES = (0.2, 0.05, 0.01)
-NEEDS_RATE = {"batch size 256": {"batch_size": 64}, "one-cycle schedule": {"onecycle": False},
+NEEDS_RATE = {"batch size 64": {"batch_size": 256}, "one-cycle schedule": {"onecycle": False},
               "BatchNorm": {"batchnorm": False}}
 
 if __name__ == "__main__":
