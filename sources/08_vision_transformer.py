@@ -95,7 +95,7 @@ print(cnncourse.describe_device())
 # * **time on a GPU**: not measured yet;
 # * **memory**: the training state of both networks, computed below; the activations of a batch are
 #   not measured yet;
-# * **accuracy to expect**: not measured yet (see "Recorded results" below).
+# * **accuracy to expect**: the recorded runs' (see "Recorded results" below).
 #
 # In real mode each training run writes a checkpoint to `runs/` after each epoch, and when its cell is
 # run again it continues from the last finished epoch.
@@ -763,8 +763,15 @@ if len(recorded) == len(MODELS):
     fig.tight_layout()
     plt.show()
     vit, resnet = recorded["vit_tiny"], recorded["resnet56"]
+    val_gap = 100 * (vit["val_accuracy"] - resnet["val_accuracy"])
+    test_gap = 100 * (vit["test_accuracy"] - resnet["test_accuracy"])
+    print(f"ViT minus ResNet-56: {val_gap:+.2f} points on validation, {test_gap:+.2f} points on the test set")
     print("ResNet-56 ends ahead on validation:", resnet["val_accuracy"] > vit["val_accuracy"])
     print("  and on the test set:", resnet["test_accuracy"] > vit["test_accuracy"])
+    print("the two end within one point of each other on both:", abs(val_gap) < 1 and abs(test_gap) < 1)
+    same = min(vit["epochs"], resnet["epochs"])
+    print(f"validation accuracy after {same} epochs: ViT {vit['history'][same - 1]['val_acc']:.1%}, "
+          f"ResNet-56 {resnet['history'][same - 1]['val_acc']:.1%}")
     vit_minutes, resnet_minutes = (r["provenance"]["wall_seconds"] / 60 for r in (vit, resnet))
     print("the two runs took about the same time (within 25 %):",
           abs(vit_minutes - resnet_minutes) <= 0.25 * max(vit_minutes, resnet_minutes))
@@ -782,9 +789,19 @@ if len(recorded) == len(MODELS):
 # examples; with enough data, a model that assumes less can learn more. Touvron et al. (2021, DeiT)
 # then trained ViTs on ImageNet alone to accuracies comparable with convolutional networks, with
 # strong augmentation and regularisation and long training (300 epochs). CIFAR-10's 50,000 images are
-# small data in this sense, so the expectation for the recorded runs is ResNet-56 ahead, with a
-# gap that more augmentation, more epochs or more data would narrow. How large it is at equal time
-# on one CPU thread is what those runs will measure.
+# small data in this sense.
+
+# %% [markdown]
+# **What the recorded runs show.** At this budget - about three quarters of an hour of one CPU
+# thread each - the two networks end within a point of each other (the lines above), and which one
+# is ahead differs between the validation and the test set: with one seed each, the runs do not rank
+# them. What they do show is how differently the two spend the same time: the ViT makes two and a
+# half times as many epochs, because each of its images costs fewer multiply-adds, while ResNet-56
+# learns much more from each epoch (the last line above compares them after the same number of
+# epochs; the figure's markers are epochs). The gap the
+# literature describes - ResNets ahead on small data unless the ViT gets more data, augmentation and
+# training - is about networks trained to convergence; these runs stop long before that, and whether
+# a longer equal-time budget opens the gap is not measured here.
 
 # %% [markdown]
 # ## What the ViT looks at, beside Grad-CAM
@@ -956,7 +973,8 @@ print(f"correlation of the map with the patches' brightness, |r| on average: "
 #   torchvision's count, and torchvision's weights give the same outputs in it.
 # * `vit_tiny` has slightly fewer parameters than ResNet-56 and fewer than half its multiply-adds per
 #   image, so in the same time it trains more epochs. The literature expects the ResNet to win on
-#   CIFAR-10-sized data unless the ViT gets more data, augmentation and training time; the recorded
-#   equal-time runs on one CPU thread are planned, not measured yet.
+#   CIFAR-10-sized data unless the ViT gets more data, augmentation and training time; in the
+#   recorded equal-time runs (about 45 minutes each on one CPU thread) the two end within a point of
+#   each other, too close to rank with one seed.
 # * Attention maps and rollout show where the class token took information from; Grad-CAM shows what
 #   raised one class's score. Neither is proof of why a network answered as it did.
