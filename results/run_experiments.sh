@@ -68,7 +68,7 @@ vgg_lr() {
 vit_vs_resnet() {
   # Notebook 8: a small ViT (809,354 parameters) against ResNet-56 (855,770) for about the same time
   # on one CPU thread (the ViT is about 2.5x cheaper per image, hence 10 epochs against 4,
-  # about an hour each); the same
+  # about half an hour each on a quiet machine); the same
   # recipe otherwise: AdamW 1e-3, weight decay 0.05, one-cycle, crops and flips, batch 128.
   local recipe="--data $cifar --batch-size 128 --val-fraction 0.1 --optimizer adamw --lr 1e-3 --weight-decay 0.05 --schedule onecycle --augment --seed 0"
   echo "vit-vs-resnet/vit_tiny-s0 --model vit_tiny --epochs 10 $recipe"

@@ -40,8 +40,9 @@ if "google.colab" in sys.modules:
 # with the package: 2,000 training and 200 test images of CIFAR-10. Everything up to the training
 # section needs no data beyond a few images and runs the same in both modes. The live comparison
 # then trains the ViT for 5 passes and ResNet-56 for 2 passes over 320 of those images - a **quick
-# sample**, labelled so, that shows the code runs and learns, not which network is better - and the
-# attention maps and Grad-CAM are drawn from those barely trained networks. Without quick mode (the
+# sample**, labelled so, that shows the code runs and learns, not which network is better. The
+# attention maps and Grad-CAM are drawn, in both modes, from the two recorded networks, whose
+# weights ship with the course (from the live ones if those files are missing). Without quick mode (the
 # default when you open the notebook in Jupyter or Colab) the notebook downloads CIFAR-10 (about
 # 170 MB) and trains both networks for as many epochs as the recorded runs: use a GPU for that. To
 # choose in the notebook itself, call `cnncourse.set_quick_mode(True)` or
@@ -87,8 +88,8 @@ print(cnncourse.describe_device())
 # the training images for validation, and needs:
 #
 # * **download**: `cifar-10-python.tar.gz`, about 170 MB, once;
-# * **time on a CPU**: the two recorded runs (see "Recorded results") took about an hour each on the
-#   course's 2-core CPU, one thread each, run side by side: 10 epochs of the ViT, 4 of ResNet-56,
+# * **time on a CPU**: the two recorded runs (see "Recorded results") took about half an hour each on
+#   the course's 2-core CPU, one thread each, run side by side: 10 epochs of the ViT, 4 of ResNet-56,
 #   a ratio chosen from a short timing of a few batches of each so that both get about the same
 #   wall-clock time. The cell below times a few batches on your machine and estimates an epoch
 #   from them: an estimate, not a measurement of a run;
@@ -792,8 +793,8 @@ if len(recorded) == len(MODELS):
 # small data in this sense.
 
 # %% [markdown]
-# **What the recorded runs show.** At this budget - about three quarters of an hour of one CPU
-# thread each - the two networks end within a point of each other (the lines above), and which one
+# **What the recorded runs show.** At this budget - about half an hour of one CPU thread each - the
+# two networks end within a point of each other (the lines above), and which one
 # is ahead differs between the validation and the test set: with one seed each, the runs do not rank
 # them. What they do show is how differently the two spend the same time: the ViT makes two and a
 # half times as many epochs, because each of its images costs fewer multiply-adds, while ResNet-56
@@ -840,8 +841,11 @@ from cnncourse.exercises import nb08
 nb08.check_attention_rollout(attention_rollout)
 
 # %% [markdown]
-# The maps of the ViT trained above (`attention_maps` returns every block's weights) for the first test
-# image of each class, beside
+# The maps of the two recorded networks - trained for about 45 minutes each on CIFAR-10 (see
+# "Recorded results"); their weights ship with the course in `results/vit-vs-resnet/` and
+# `reference.load_model` checks and loads them - or, where those files are missing, of the two
+# networks trained above. For the first test image of each class: the ViT's attention
+# (`attention_maps` returns every block's weights), beside
 # Grad-CAM of ResNet-56's last stage `layer3` - 64 maps of 8 x 8, the same grid as the ViT's patches -
 # computed with captum's `LayerGradCam` (notebook 7 wrote it from scratch and checked it against
 # captum) for the class each network predicted. Every map is enlarged to 32 x 32 and scaled to 0..1
@@ -869,7 +873,18 @@ def enlarged(maps):
     return scaled(F.interpolate(maps[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0])
 
 
-vit_trained, resnet_trained = trained["vit_tiny"].cpu().eval(), trained["resnet56"].cpu().eval()
+def recorded_or_live(name):
+    """The recorded run's network when its weights are here, else the one trained in this notebook."""
+    try:
+        return reference.load_model(f"vit-vs-resnet/{name}-s0"), True
+    except (FileNotFoundError, reference.WeightsError):
+        return trained[name].cpu().eval(), False
+
+
+(vit_trained, vit_recorded), (resnet_trained, resnet_recorded) = recorded_or_live("vit_tiny"), recorded_or_live("resnet56")
+RECORDED_MAPS = vit_recorded and resnet_recorded
+print("maps of the recorded networks:" if RECORDED_MAPS else "maps of the networks trained above:",
+      f"vit_tiny {'recorded' if vit_recorded else 'live'}, resnet56 {'recorded' if resnet_recorded else 'live'}")
 first_of_class = {}
 for batch, batch_labels in test_loader:
     for image, label in zip(batch.cpu(), batch_labels.tolist()):
@@ -909,7 +924,8 @@ for row, text in enumerate(["image (true class,\npredictions)", *rows]):
                       fontsize=7)
 for ax in axes.flat:
     ax.axis("off")
-trained_on = f"quick sample: trained on {train_loader.num_samples} images" if QUICK else "trained on CIFAR-10"
+trained_on = ("recorded runs, trained on CIFAR-10" if RECORDED_MAPS else
+              f"quick sample: trained on {train_loader.num_samples} images" if QUICK else "trained on CIFAR-10")
 fig.suptitle(f"What the ViT and ResNet-56 look at, for their predicted classes ({trained_on}; "
              f"the first test image of each class)", fontsize=10)
 fig.tight_layout()
@@ -939,16 +955,18 @@ print(f"correlation of the map with the patches' brightness, |r| on average: "
       f"{correlation(class_attention, brightness).abs().mean().item():.2f}")
 
 # %% [markdown]
-# In quick mode both networks have trained for seconds on 320 images and predict little better than
-# chance, so the maps show the method, not what a trained ViT attends to. In the stored quick-sample
-# run the class token's attention is close to uniform - its largest weight only a little above 1/64 -
-# and the scaling to 0..1 turns these small differences into the bold shapes above. What shape there
-# is follows the brightness of the patches rather than the object: patches that look alike get
-# similar keys, so the light or the dark regions of an image stand out together, the white horse and
-# the dark bird as much as the background of other images. Rollout, which adds the identity at every
-# block, differs little from the last block's map here. ResNet-56, after two short epochs, gives most
-# images the same class, and its Grad-CAM for that class is a soft blob, often near the middle. A real
-# run draws the same figure and the same measures from the networks trained on all of CIFAR-10.
+# What the recorded networks show. The class token's attention in the last block is far from uniform:
+# its largest weight on a patch is several times 1/64 on average (the first line above), so the
+# bright spots in the second row are real concentrations, not the scaling's doing. Some sit on the
+# object (the horse's body, the deer, the frog, the dog's head); others sit at an edge or a corner
+# away from it (the airplane's and the truck's bottom corners) - by the last block every token has
+# mixed with the others, so a corner token can carry information gathered from the whole image. The
+# rollout, which follows the flow through all four blocks, is broader and lies more on the objects.
+# The maps follow the brightness of the patches only weakly (the second line). ResNet-56's Grad-CAM
+# covers larger regions, mostly on the object; for the bird and the deer it lies on the background
+# around them, and its deer is taken for a bird, as is the ViT's. Ten images show what the methods
+# draw, not which network looks better: neither a map nor its agreement with our eye is proof of why
+# a network answered as it did (notebook 7 tested Grad-CAM by hiding the pixels it points at).
 
 # %% [markdown]
 # Two differences hold whatever the training. The two kinds of map answer different questions:
@@ -974,7 +992,7 @@ print(f"correlation of the map with the patches' brightness, |r| on average: "
 # * `vit_tiny` has slightly fewer parameters than ResNet-56 and fewer than half its multiply-adds per
 #   image, so in the same time it trains more epochs. The literature expects the ResNet to win on
 #   CIFAR-10-sized data unless the ViT gets more data, augmentation and training time; in the
-#   recorded equal-time runs (about 45 minutes each on one CPU thread) the two end within a point of
-#   each other, too close to rank with one seed.
+#   recorded equal-time runs (about half an hour each on one CPU thread) the two end within a point
+#   of each other, too close to rank with one seed.
 # * Attention maps and rollout show where the class token took information from; Grad-CAM shows what
 #   raised one class's score. Neither is proof of why a network answered as it did.

@@ -204,3 +204,17 @@ def test_seed_differences_pair_runs_by_seed(tmp_path):
             metrics["provenance"]["settings"] = {"seed": seed}
             file.write_text(json.dumps(metrics))
     assert reference.seed_differences("x/a", "x/b", path=tmp_path) == pytest.approx([0.02, 0.01])
+
+
+SHIPPED_NESTED = sorted(p.parent for p in RESULTS.glob("*/*/model.pt"))
+
+
+@pytest.mark.parametrize("folder", SHIPPED_NESTED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_weights_of_controlled_runs_load_and_match_their_record(folder):
+    """Weights kept beside a controlled experiment's metrics.json (e.g. the ViT and ResNet-56 of
+    notebook 8) load through reference.load_model, checked against the recorded SHA-256."""
+    name = f"{folder.parent.name}/{folder.name}"
+    metrics = reference.load_result(name, RESULTS)
+    model = reference.load_model(name, RESULTS)
+    assert sum(p.numel() for p in model.parameters()) == metrics["num_parameters"]
+    assert not model.training
