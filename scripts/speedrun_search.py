@@ -14,14 +14,15 @@ from pathlib import Path
 import torch
 
 from cnncourse.cli import git_commit
-from cnncourse.speedrun import MnistRecipe, split_tensors, cpu_capability, speedrun_mnist
+from cnncourse.speedrun import TRICKS, MnistRecipe, cpu_capability, speedrun_mnist, split_tensors
 
 GRID = [dict(epochs=e, width=w) for e in (1, 2, 3) for w in (8, 16)] + [
     dict(epochs=2, batch_size=64, lr=0.2), dict(epochs=3, batch_size=64, lr=0.2), dict(epochs=2, batch_size=128, lr=0.1),
     dict(epochs=3, batch_size=512, lr=0.4), dict(epochs=4, width=8)]
 RATES = (0.2, 0.05, 0.01)
-NEEDS_RATE = {"batch size 64": {"batch_size": 256}, "one-cycle schedule": {"onecycle": False},
-              "BatchNorm": {"batchnorm": False}}
+# The removals that set a rate of their own in TRICKS, without that rate: the search chooses it.
+NEEDS_RATE = {trick: {k: v for k, v in changes.items() if k != "lr"}
+              for trick, (_, changes) in TRICKS.items() if "lr" in changes}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -51,6 +51,7 @@ if "google.colab" in sys.modules:
 # %%
 # NBVAL_IGNORE_OUTPUT
 import math
+import statistics
 import time
 from dataclasses import replace
 
@@ -378,10 +379,14 @@ print(f"the live run learned (test accuracy above 80 %{', quick sample' if QUICK
 display(Markdown(reference.speedrun_table()))
 
 # %%
+def median_of(runs, key):
+    """The median over the seeds of one figure of the recorded runs."""
+    return statistics.median(run[key] for run in runs)
+
+
 runs = reference.speedrun_results().get("recipe", [])
 if runs:
-    seconds = sorted(r["train_seconds"] for r in runs)[len(runs) // 2]
-    accuracy = sorted(r["test_accuracy"] for r in runs)[len(runs) // 2]
+    seconds, accuracy = median_of(runs, "train_seconds"), median_of(runs, "test_accuracy")
     print(f"median of {len(runs)} seeds: at least 99.0 % test accuracy:", accuracy >= 0.99)
     print(f"median of {len(runs)} seeds: at most 30 s of training:", seconds <= 30)
 else:
@@ -404,10 +409,10 @@ display(Markdown(reference.trick_table()))
 # %%
 groups = reference.speedrun_results()
 if "recipe" in groups and len(groups) > 1:
-    base = sorted(r["train_seconds"] for r in groups["recipe"])[len(groups["recipe"]) // 2]
+    base = median_of(groups["recipe"], "train_seconds")
     names = [t for t in TRICKS if t in groups]
-    times = [sorted(r["train_seconds"] for r in groups[t])[len(groups[t]) // 2] for t in names]
-    accuracies = [100 * sorted(r["test_accuracy"] for r in groups[t])[len(groups[t]) // 2] for t in names]
+    times = [median_of(groups[t], "train_seconds") for t in names]
+    accuracies = [100 * median_of(groups[t], "test_accuracy") for t in names]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     left.barh(names, times, color="tab:blue")
     left.axvline(base, color="black", linestyle="--", label=f"the recipe ({base:.1f} s)")
@@ -415,7 +420,7 @@ if "recipe" in groups and len(groups) > 1:
     left.set_xlabel("training seconds without the trick (median over seeds)")
     left.legend(fontsize=8)
     right.barh(names, accuracies, color="tab:green")
-    base_accuracy = 100 * sorted(r["test_accuracy"] for r in groups["recipe"])[len(groups["recipe"]) // 2]
+    base_accuracy = 100 * median_of(groups["recipe"], "test_accuracy")
     right.axvline(base_accuracy, color="black", linestyle="--", label=f"the recipe ({base_accuracy:.2f} %)")
     right.axvline(99.0, color="tab:red", linestyle=":", label="99.0 %")
     right.set_xlim(min(accuracies + [98.0]) - 0.5, 100)

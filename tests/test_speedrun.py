@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -75,7 +75,7 @@ def test_every_trick_removal_changes_the_recipe_and_still_runs(quick, mnist_samp
     if trick == "torch.compile off":
         pytest.skip("compiling costs a minute; the flag is checked in test_compile_flag_wraps_the_model")
     result = speedrun.speedrun_mnist(base, data=mnist_sample, **changes)
-    assert result["recipe"] == {**{f: getattr(base, f) for f in base.__dataclass_fields__}, **changes}
+    assert result["recipe"] == {**asdict(base), **changes}
     assert 0.0 <= result["test_accuracy"] <= 1.0
 
 
@@ -192,7 +192,7 @@ def test_cli_speedrun_names_the_tricks_for_a_wrong_one(tmp_path, capsys):
 
 
 def _fake_speedrun(folder, name, seed, seconds, test, trick=None):
-    result = {"recipe": {f: getattr(MnistRecipe(), f) for f in MnistRecipe.__dataclass_fields__},
+    result = {"recipe": asdict(MnistRecipe()),
               "seed": seed, "train_seconds": seconds, "val_accuracy": test - 0.002, "test_accuracy": test,
               "removed_trick": trick}
     speedrun.record(result, folder / "speedrun-mnist" / name, f"cnncourse speedrun --seed {seed}")
