@@ -70,7 +70,7 @@ EPOCHS = 8 if QUICK else 10       # the article trained for 10 epochs
 BATCH_SIZE = 64                   # the article's batch size
 RUNS = Path("runs")               # checkpoints of the real runs (quick mode writes none)
 if QUICK:
-    torch.set_num_threads(1)      # batches this small train fastest on one thread, also on a busy CPU
+    torch.set_num_threads(1)      # our choice for quick mode: one thread, so CI can run notebooks side by side
 print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs:", EPOCHS)
 print(cnncourse.describe_device())
 
@@ -885,19 +885,19 @@ print("without BatchNorm LeNet is worse at the article's settings:", beats(L[0],
 # What that says, and no more:
 #
 # * **Normalisation** with the data set's own statistics instead of 0.5 / 0.5 makes no consistent
-#   difference for this network: the seeds disagree on its sign. BatchNorm after the first convolution
-#   re-centres and re-scales the features anyway.
+#   difference for this network: the seeds disagree on its sign. A possible reason, not tested here:
+#   BatchNorm after the first convolution re-centres and re-scales the features anyway.
 # * **Crops and flips, added alone, cost accuracy** in every seed at the article's constant Adam 0.01 and
-#   10 epochs: the network sees harder images and has no time to profit from them. Augmentation pays
-#   off in longer runs; this ladder does not show it doing so here.
-# * **AdamW with one-cycle** lifts the augmented recipe far above every other run, the controls
-#   included. Whether it would end higher still without the crops and flips is a question this ladder
+#   10 epochs. Augmentation is usually reported to pay off in longer runs (the network sees harder
+#   images and needs time to profit from them); this ladder does not test that.
+# * **AdamW with one-cycle** lifts the augmented recipe above every other run in every seed, the
+#   controls included (above the constant $10^{-3}$ control by the smallest margin). Whether it would end higher still without the crops and flips is a question this ladder
 #   does not ask (a rung that swaps the order of the two changes would).
-# * **The plateau is the constant learning rate.** Keeping everything of the article's recipe but
+# * **The plateau is the large constant learning rate.** Keeping everything of the article's recipe but
 #   letting 0.01 decay, or using a constant $10^{-3}$ from the start, both end clearly higher in every
 #   seed: the range test's guess above was right.
-# * **BatchNorm matters most of all**: without it LeNet at the article's settings ends far lower, and
-#   its seeds scatter widely - at a learning rate of 0.01, some runs barely train.
+# * **BatchNorm matters most of all**: without it LeNet at the article's settings ends far lower in
+#   every seed, and its seeds scatter over ten points, far more than any other group's.
 
 
 # %% [markdown]
@@ -931,7 +931,9 @@ reference.recorded_figure("cifar10-lenet-improved", "confusion")
 # ## The better recipes, live
 #
 # **The fast path.** For a network as small as LeNet, a classic `DataLoader` spends more time
-# decoding and transforming images one by one than the network spends learning from them.
+# decoding and transforming images one by one than the network spends learning from them: on this
+# course's 2-core CPU the fast path below trains 2.6 times as many images per second
+# (`results/benchmarks/train_speed_cpu.json`, made by `benchmarks/train_speed.py`).
 # `cnncourse.fastdata.fast_loaders` keeps the whole data set as one `uint8` tensor on the training
 # device and makes each batch there: index, crop, flip and normalise the whole batch at once.
 # The random crops and flips are drawn from a seed per epoch, so a run is reproducible. With
@@ -1040,8 +1042,9 @@ for name, (trained_model, history, images) in live.items():
 
 # %% [markdown]
 # What the quick sample shows. The article's run fits its training images far better than it does the
-# test images: over-fitting, with about 200 images per class. Crops and flips narrow that gap, because
-# the network never sees exactly the same image twice, and they pull "train fit" below "train eval":
+# test images: over-fitting, with about 200 images per class. The second run's gap is narrower - it
+# changes the augmentation, the optimiser and the schedule at once, so the ladder above, not this
+# pair, says which change does what - and its crops and flips pull "train fit" below "train eval":
 # the images it is scored on during the epoch are harder than the plain ones. So a training accuracy
 # measured that way can even sit below the test accuracy without the model under-fitting; the eval
 # column is the one to read. A quick sample is one seed on a small sample; only the recorded runs
@@ -1119,8 +1122,9 @@ plot.plot_confusion_matrix(shipped, class_names=info.classes,
 # The mistakes the network was surest of, most confident first (title: the predicted class, and the
 # true one). Many are understandable: a red sports car called a truck, an airplane low over blue
 # water called a ship, close-ups of heads given to the wrong animal (a dog in a red hood called a
-# horse, a horse's head called a cat). The network leans on colour and rough shape more than on
-# details: blue backgrounds pull towards airplane and ship, green ones towards frog and bird.
+# horse, a horse's head called a cat). These mistakes suggest - 24 images are no measurement - that
+# the network leans on colour and rough shape more than on details: blue backgrounds pull towards
+# airplane and ship, green ones towards frog and bird.
 
 # %%
 confidence = shipped.logits.softmax(dim=1).max(dim=1).values
@@ -1136,8 +1140,8 @@ plot.plot_predictions(shipped.images[order], shipped.labels[order], shipped.pred
 # of notebook 1, learned from the data: a dark horizontal bar between lighter rows (third from the
 # left), edges between a light and a dark side (the second and fourth: vertical, the sixth:
 # diagonal), and one that weighs blue against red, a colour filter (the first). The fifth shows no
-# clear pattern. Six filters of 5x5 pixels, pulled towards small weights by weight decay, are rough
-# sketches of these detectors, not the clean edges of large networks trained longer.
+# clear pattern. Six filters of 5x5 pixels after ten epochs are rough sketches of these detectors,
+# not the clean edges of large networks trained longer.
 
 # %%
 plot.plot_filters(trained, title="conv1 of the trained LeNet: 6 filters of 3 x 5 x 5")

@@ -4,7 +4,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/03_resnet_mnist.ipynb)
 #
 # **What you will learn.** Why very deep plain networks train *worse* than shallower ones although
-# their gradients do not vanish, and how learning a residual $F(x) = H(x) - x$ fixes it; the two
+# their gradients do not vanish, and He et al.'s fix, learning a residual $F(x) = H(x) - x$ (with
+# what a short CPU run of their experiment does and does not show); the two
 # building blocks of ResNet - the basic block and the bottleneck block - built step by step, with
 # their parameter counts derived by formula and checked against PyTorch and against
 # `cnncourse.models`; what a shortcut must do when a block changes the number of channels or the
@@ -172,8 +173,9 @@ print("every layer gets at least a tenth of the last layer's gradient (nothing v
 print("the first layer gets more than 100 times the last layer's gradient:", bool(norms[0] > 100 * norms[-1]))
 
 # %% [markdown]
-# The gradients do not vanish: they even grow towards the input, layer after layer (BatchNorm in a
-# deep stack without shortcuts is known to do that at initialisation), and plain-20's do the same over
+# The gradients do not vanish: they even grow towards the input, layer after layer (Yang et al., "A
+# Mean Field Theory of Batch Normalization", 2019, show that BatchNorm in a deep stack without
+# shortcuts makes gradients explode with depth at initialisation), and plain-20's do the same over
 # fewer layers. Whatever makes plain-56 train worse than plain-20, it is not that its first layers get
 # no gradient - which is why the paper gives the problem a name of its own.
 
@@ -192,7 +194,8 @@ plt.show()
 # Degradation should not happen at all. Take the trained shallow network and add layers that
 # compute the identity: the deeper network then computes exactly the same function, with the same
 # training error. A deeper network can always be at least as good - yet gradient descent did not
-# find such a solution. Copying the input through a stack of convolutions and ReLUs is hard to learn.
+# find such a solution. He et al.'s explanation: copying the input through a stack of convolutions
+# and ReLUs is hard for the optimiser to find.
 
 # %% [markdown]
 # ## The fix: learn the residual
@@ -204,8 +207,10 @@ plt.show()
 #
 # The $+\,x$ is a **shortcut connection**: the input skips the layers and is added back, with no
 # parameters at all. Now the identity is the easiest thing to learn: drive the weights of $F$
-# towards zero and the block passes its input through. Layers that are not needed cost nothing,
-# and the gradient flows back through the additions unchanged, however deep the network.
+# towards zero and the block passes its input through. In the paper's argument, layers that are not
+# needed then cost (almost) nothing, and the gradient flows back through the additions unchanged,
+# however deep the network. Whether that holds in a run of ours is measured below, in "The degradation
+# problem, measured".
 
 # %% [markdown]
 # ## ResNet in numbers
@@ -851,16 +856,17 @@ reference.recorded_figure("mnist-resnet20", "confusion")
 #
 # The paper shows the problem with plain networks of 20 and 56 layers on CIFAR-10: the deeper one
 # ends with the higher **training** error, while with shortcuts the deeper network trains at least as
-# well as the shallower one. MNIST is too easy to show it (every network here learns it almost
-# perfectly), so the course ran the four networks on CIFAR-10: `plain20`, `plain56`, `resnet20`,
+# well as the shallower one. MNIST is too easy to show it (the ResNet-20 above gets almost every test
+# digit right), so the course ran the four networks on CIFAR-10: `plain20`, `plain56`, `resnet20`,
 # `resnet56`, each pair of the same depth differing only in the shortcuts. The paper trained 64,000
 # steps on the full data; here, to fit a CPU, a stratified subset of 10,000 training images of the
 # CIFAR-10 JPEG copy described in README, 15 epochs, with a tenth of the full training set held out
 # for validation and the paper's optimiser (SGD with momentum 0.9 - Nesterov's here - weight decay
 # $10^{-4}$, batch 128, learning rate 0.1 divided by 10 at half and three quarters of training),
-# crops and flips, and bfloat16 autocast on this CPU. One seed each: the gaps that matter below are
-# many points wide, far more than another seed moved a result in notebook 2's ladder.
-# `results/run_experiments.sh` re-runs them.
+# crops and flips, and bfloat16 autocast on this CPU. One seed each, so each number below is one
+# measurement: in notebook 2's ladder three seeds of one recipe spread over 1-4 points, and over
+# 11 points for LeNet without BatchNorm, a network that trains unstably - a gap of ten points between
+# two single runs is therefore suggestive, not proven. `results/run_experiments.sh` re-runs them.
 
 # %%
 DEGRADATION = {"plain-20": "degradation/plain20-s0", "plain-56": "degradation/plain56-s0",
@@ -903,17 +909,23 @@ def train_error(label):
 print("plain-56 ends with a higher training error than plain-20:", train_error("plain-56") > train_error("plain-20"))
 print("ResNet-56 ends with a training error no higher than ResNet-20's:", train_error("ResNet-56") <= train_error("ResNet-20"))
 print("with shortcuts, 56 layers train better than without:", train_error("ResNet-56") < train_error("plain-56"))
+for kind in ("plain", "ResNet"):
+    print(f"{kind}: going from 20 to 56 layers adds {100 * (train_error(f'{kind}-56') - train_error(f'{kind}-20')):.1f} "
+          "points of training error")
+steps = runs["ResNet-56"]["epochs"] * -(-runs["ResNet-56"]["num_train_images"] // 128)
+print(f"optimiser steps per run: {steps:,} (the paper: 64,000); the rate fell to 0.01 about half-way, near step {steps // 2:,}")
 
 # %% [markdown]
-# The first and the third statements hold. Without shortcuts, 56 layers end far above 20 layers in
-# training error - on the training images themselves, so this is not over-fitting: it is the
-# degradation problem - and the shortcuts take a large part of that extra error away. The second
-# statement does **not** hold in this run: after 15 epochs on 10,000 images, about 1,200 optimiser
-# steps against the paper's 64,000, ResNet-56 is still well above ResNet-20. In so short a budget the
-# deeper network has not finished training, shortcuts or not; the paper's result, that the deeper
-# ResNet ends lower, is about training to convergence, which this CPU run does not reach. Testing it
-# takes a much longer run (the full training set and tens of thousands of steps, a job for a GPU);
-# that run is not recorded yet.
+# The first and the third statements hold; the second does **not**, and the two gaps printed last
+# are what matters. The deeper plain network does train worse, as the paper says - but the deeper
+# residual network trains worse too, by nearly as much. So this run does not show the degradation
+# problem as something the shortcuts cure: in a budget this short (about 1,200 steps, with the rate
+# cut a tenfold at half of them), it cannot tell it apart from a plainer explanation, that deeper
+# networks, shortcuts or not, take more steps to get going and had not caught up when the rate fell.
+# What it does show: at 56 layers the network with shortcuts ends well below the one without (one
+# seed). The paper's contrast - the deeper ResNet ending *lower*, the deeper plain network higher -
+# is about training to convergence; testing it takes a much longer run (the full training set and
+# tens of thousands of steps, a job for a GPU), which is not recorded yet.
 
 # %% [markdown]
 # ## The trained network, computed here
@@ -992,9 +1004,11 @@ plot.plot_feature_maps(trained, digit, layer="layer3", mean=info.mean, std=info.
 # %% [markdown]
 # ## Summary
 #
-# * Deeper plain networks had a higher *training* error, with BatchNorm and gradients that do not
-#   vanish: the degradation problem. Residual blocks $y = F(x) + x$ make the identity trivial to
-#   learn (a zero last BatchNorm gives it exactly) and let depth pay off.
+# * He et al.'s deeper plain networks had a higher *training* error, with BatchNorm and gradients
+#   that do not vanish: the degradation problem. Residual blocks $y = F(x) + x$ make the identity
+#   trivial to learn (a zero last BatchNorm gives it exactly) and, in the paper, let depth pay off.
+#   Our short CPU run shows the deeper plain network training worse, but the deeper ResNet too: it
+#   needs a converged run to show the rest.
 # * Basic block: $9CC' + 9C'^2 + 4C'$ parameters; bottleneck: $Cw + 13w^2 + 12w$; a 1x1 conv + BN
 #   projection ($CC' + 2C'$) on the shortcut when the channels **or** the size change - projecting
 #   on a change of channels alone, as the article does, breaks a stride-2 block of constant width.

@@ -112,8 +112,8 @@ if "google.colab" in sys.modules and KEEP_ON_DRIVE and not QUICK:
 #   article's GPU (of which the course has no record);
 # * **memory**: the images held in memory, VGG16's training state and one checkpoint are computed below;
 #   the peak GPU memory of a batch of 64 is not measured yet;
-# * **accuracy to expect**: published VGG16 results on Galaxy10 DECaLS reach about 79 % test accuracy;
-#   ours is not measured yet.
+# * **accuracy to expect**: a published VGG16 on Galaxy10 DECaLS reaches about 79 % test accuracy
+#   (Wang, "Galaxy morphology classification with DenseNet", J. Phys.: Conf. Ser. 2580, 2023); ours is not measured yet.
 #
 # In real mode `fit` writes a checkpoint to `RUNS` after every epoch, and when the training cell is run
 # again it continues from there: a Colab disconnect costs at most the epoch in progress.
@@ -179,8 +179,8 @@ print("in the stratified split:", int((labels[stratified_test] == 1).sum()), "- 
 
 # %% [markdown]
 # Published results on Galaxy10 DECaLS give the scale to aim at: VGG16 about **79 %** test
-# accuracy, DenseNet-201 **84 %**, fine-tuned ImageNet-pretrained networks **86-88 %**, the best
-# reported about **95 %**.
+# accuracy and DenseNet-201 **84 %** (Wang, "Galaxy morphology classification with DenseNet", J. Phys.: Conf. Ser. 2580, 2023); other reports, which the course has not
+# checked, give 86-88 % for fine-tuned ImageNet-pretrained networks and up to about 95 %.
 
 # %%
 train_set = get_dataset("galaxy10", "train")

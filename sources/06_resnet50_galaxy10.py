@@ -112,8 +112,9 @@ if "google.colab" in sys.modules and KEEP_ON_DRIVE and not QUICK:
 # * **memory**: the images held in memory, each network's training state and checkpoint are computed
 #   below; the peak GPU memory of a batch of 64 is not measured yet;
 # * **accuracy to expect**: the article reports curves and times, not a final accuracy; published
-#   results on Galaxy10 DECaLS: VGG16 about 79 %, DenseNet-201 84 %, fine-tuned pretrained networks
-#   86-88 %. Ours is not measured yet.
+#   results on Galaxy10 DECaLS: VGG16 about 79 % and DenseNet-201 84 % (Wang, "Galaxy morphology classification with DenseNet", J. Phys.: Conf. Ser. 2580, 2023);
+#   other reports, not checked by the course, 86-88 % for fine-tuned pretrained networks. Ours is not
+#   measured yet.
 #
 # In real mode every run writes a checkpoint to `RUNS` after each epoch, and when the training cell is
 # run again it continues from there (finished runs are only reloaded): a Colab disconnect costs at
@@ -343,7 +344,8 @@ print(f"VGG16 / ResNet-50 at 224: {cnncourse.count_parameters(networks['VGG16'])
 
 # %% [markdown]
 # VGG16 needs almost four times ResNet-50's multiply-adds, yet the article's ResNet-50 took 86 % of
-# VGG16's time, not 26 %. MACs are not seconds: VGG16's few large convolutions keep a GPU busy,
+# VGG16's time, not 26 %. MACs are not seconds. A likely explanation, not measured here: VGG16's few
+# large convolutions keep a GPU busy,
 # while ResNet-50's 53 smaller convolutions, 49 BatchNorms, ReLUs and additions each read and write
 # whole feature maps and are limited by memory bandwidth, not arithmetic; and loading and augmenting
 # the images costs the same for both. Only a measurement tells - so we measure.
@@ -455,7 +457,8 @@ else:
 # test loss; the course holds out a tenth of the training galaxies for this and looks at the test set
 # once): when the validation loss turns upwards while the training loss keeps falling, the network is
 # memorising the training images.
-# With full training, this is where the runs without augmentation part from those with it. In quick
+# If augmentation holds over-fitting back, this is where, with full training, the runs without it
+# part from those with it; the course has not measured that (it needs the full file). In quick
 # mode every curve is a single point (one epoch): the figure shows the code path, not over-fitting.
 
 # %%

@@ -622,7 +622,8 @@ for name, results in hiding.items():
 
 # %% [markdown]
 # Two warnings about tests like this one. A random, scattered quarter hurts more than Grad-CAM's top
-# quarter: holes all over an image break its edges everywhere, a change no training image had, so a
+# quarter, probably because holes all over an image break its edges everywhere, a change no training
+# image had (the course has not tested that explanation); so a
 # fair deletion test compares masks of the same shape, as the "another image" column does. And a map
 # that looks right is no evidence by itself: Adebayo et al. (2018) found that some saliency methods
 # give much the same maps for a network with random weights. On small networks like these two, the
@@ -843,9 +844,9 @@ for run, outcome in rows.items():
     print(f"{run:<68} {outcome}")
 
 # %% [markdown]
-# What to expect, and what to measure when you run it: at the start of training, the pretrained
-# network already separates the classes in its 2048 features, so its validation accuracy should be
-# far ahead after the first epoch; whether the gap stays after five epochs, and how large it is, is
+# What to expect, and what to measure when you run it. We expect the pretrained network to start far
+# ahead, since its 2048 features were learned on ImageNet (the study below is the evidence, not a run
+# of ours); whether the gap stays after five epochs, and how large it is, is
 # what the run measures. Kornblith, Shlens and Le (2019) compared many ImageNet networks fine-tuned on
 # other data sets, CIFAR-10 among them, and found that fine-tuning beat training from scratch most
 # where the new data set is small.

@@ -83,8 +83,9 @@ print(f"instruction sets: {', '.join(capability['flags']) or 'unknown'}; torch's
 # Every speed figure depends on the machine, so the cell above prints what this one can do. Two
 # flags matter most below: `avx512_bf16` and `amx_bf16` mean the CPU multiplies bfloat16 numbers in
 # hardware (Intel's Advanced Matrix Extensions do whole tiles of them at once). Without them,
-# bfloat16 is emulated and *slower* than float32: on an AVX2-only machine the course measured
-# ResNet-20 ten times slower under bf16 autocast (36 against 395 images/s; README, "Speed"). The
+# bfloat16 is emulated and *slower* than float32: on an AVX2-only machine, in one measurement of the
+# course, ResNet-20 ran ten times slower under bf16 autocast (36 against 395 images/s; README,
+# "Speed"; not in `results/`, as that machine is not at hand to re-run it). The
 # speedrun therefore uses bf16 only where the CPU has it (`speedrun.use_bf16`).
 
 # %% [markdown]
@@ -255,7 +256,7 @@ nb09.check_tensor_batches(tensor_batches)
 #
 # $$\eta = \eta_\text{end} + \frac{\eta_\text{start} - \eta_\text{end}}{2}\,(1 + \cos \pi p).$$
 #
-# The large rate in the middle trains fast while BatchNorm keeps it stable; the low rate at the end
+# The large rate in the middle trains fast while BatchNorm is meant to keep it stable; the low rate at the end
 # settles the weights. By default `OneCycleLR` also moves the momentum the other way, from 0.95
 # down to 0.85 at the peak rate and back (so the recipe's momentum of 0.9 applies only to the run
 # without one-cycle). The course's formula for the rate against PyTorch's scheduler, over a whole run:
@@ -652,13 +653,16 @@ print("CIFAR-10 to 94 % on a GPU:", "not measured yet" if not reference.speedrun
 # ## Summary
 #
 # * Training time is arithmetic **and** memory traffic **and** Python overhead. For a network this
-#   small the overhead dominates: keeping the data as one tensor halved the recorded training time;
+#   small the overhead is as large as the training itself: keeping the data as one tensor halved the
+#   recorded training time;
 #   the memory layout (channels_last) and a network no wider than needed each saved about a third.
 # * Some tricks buy accuracy rather than time: here batches of 64, the one-cycle schedule and
 #   BatchNorm each added a fraction of a point in the same time.
-# * Lower precision, pooling first and torch.compile cut the work of a step, but in a 16-second run
-#   bf16 and pooling first saved less than the timings vary, and compiling cost more than it saved.
+# * Lower precision and pooling first cut the work of a step, but in a 16-second run they saved less
+#   than the timings vary; torch.compile's compilation took longer than the whole recipe, and its
+#   compiled epochs were no faster here.
 #   Measure the whole run, and print the machine beside every speed figure.
 # * Remove one trick at a time to learn what each is worth; the tables above are the measurement.
 # * airbench's pieces - whitening, derandomised flips, test-time augmentation, and those left out
-#   here - trade cleverness for epochs; on a GPU they bring CIFAR-10 to 94 % in seconds.
+#   here - trade cleverness for epochs; with all of them airbench reports 94 % on CIFAR-10 in about
+#   3 s on an A100 GPU. The course's version leaves pieces out and is not measured yet.
