@@ -20,17 +20,7 @@ out=results/speedrun-mnist
 python=${PYTHON:-python}
 [ -f $out/search-recipe.json ] || $python scripts/speedrun_search.py recipe --threads "$threads" --data-root "$data" --out $out
 [ -f $out/search-rates.json ] || $python scripts/speedrun_search.py rates --threads "$threads" --data-root "$data" --out $out
-$python - "$out" <<'PY'
-import json, sys
-from cnncourse.speedrun import MnistRecipe, TRICKS
-out = sys.argv[1]
-chosen = json.load(open(f"{out}/search-recipe.json"))["chosen"]["changes"]
-differ = {k: v for k, v in chosen.items() if getattr(MnistRecipe(), k) != v}
-rates = json.load(open(f"{out}/search-rates.json"))["chosen"]
-differ.update({t: r["changes"]["lr"] for t, r in rates.items() if TRICKS[t][1].get("lr", MnistRecipe().lr) != r["changes"]["lr"]})
-if differ:
-    sys.exit(f"the search chose {differ}: set them in cnncourse/speedrun.py (MnistRecipe, TRICKS) first")
-PY
+$python scripts/speedrun_search.py check --out $out   # stops unless the code's defaults are the chosen ones
 run() {  # run NAME [cnncourse speedrun options...]
   local name=$1; shift
   [ -f "$out/$name/metrics.json" ] && { echo "recorded: $name"; return; }

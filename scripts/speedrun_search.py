@@ -4,8 +4,10 @@ validation split (10 % of the training images held out; the test set is never lo
 ``recipe``: a small grid of MnistRecipe settings, seed 0; the rule: the fastest setting whose
 validation accuracy reaches 99.0 %. ``rates``: for each trick whose removal needs its own learning
 rate (batches of 256, no one-cycle, no BatchNorm), the best of RATES on validation.
-Writes OUT/search-<part>.json with every row and the hardware.
-Usage: python scripts/speedrun_search.py recipe|rates [--threads N] [--out DIR] [--data-root DIR]
+Writes OUT/search-<part>.json with every row and the hardware. ``check``: exits with an error that names
+them when the recorded choices differ from the code's defaults (MnistRecipe, TRICKS), which must be
+set to them before the speedrun is recorded.
+Usage: python scripts/speedrun_search.py recipe|rates|check [--threads N] [--out DIR] [--data-root DIR]
 """
 import argparse
 import json
@@ -24,13 +26,32 @@ RATES = (0.2, 0.05, 0.01)
 NEEDS_RATE = {trick: {k: v for k, v in changes.items() if k != "lr"}
               for trick, (_, changes) in TRICKS.items() if "lr" in changes}
 
+
+
+def disagreements(out) -> dict:
+    """The settings the recorded searches in ``out`` chose that differ from the code's defaults:
+    {MnistRecipe field: chosen value} and {removed trick: chosen learning rate}; empty when they agree."""
+    out = Path(out)
+    chosen = json.loads((out / "search-recipe.json").read_text())["chosen"]["changes"]
+    differ = {k: v for k, v in chosen.items() if getattr(MnistRecipe(), k) != v}
+    rates = json.loads((out / "search-rates.json").read_text())["chosen"]
+    differ.update({trick: row["changes"]["lr"] for trick, row in rates.items()
+                   if TRICKS[trick][1].get("lr", MnistRecipe().lr) != row["changes"]["lr"]})
+    return differ
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("recipe", "rates"))
+    parser.add_argument("part", choices=("recipe", "rates", "check"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="results/speedrun-mnist")
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args()
+    if args.part == "check":
+        differ = disagreements(args.out)
+        if differ:
+            raise SystemExit(f"the search chose {differ}: set them in cnncourse/speedrun.py (MnistRecipe, TRICKS) first")
+        raise SystemExit(0)
     if args.threads:
         torch.set_num_threads(args.threads)
     data = split_tensors("mnist", args.data_root, 0.1, 0)

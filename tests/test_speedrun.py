@@ -257,3 +257,37 @@ def test_cli_speedrun_cifar10_task_runs_on_the_cpu(quick, tmp_path):
     assert metrics["num_train_images"] == 2000 and metrics["device"] == "cpu" and metrics["epochs"] == 1
     assert {"test_accuracy", "test_accuracy_no_tta", "train_seconds"} <= set(metrics)
     assert main(["speedrun", "--task", "cifar10", "--without", "BatchNorm", "--out", str(tmp_path)]) == 2
+
+
+def _search_script():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "speedrun_search.py"
+    spec = importlib.util.spec_from_file_location("speedrun_search", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, path
+
+
+def test_search_check_agrees_with_the_recorded_choices_and_names_a_disagreement(tmp_path):
+    """results/run_speedrun.sh stops unless the code's defaults are the choices the recorded searches made."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+    script, path = _search_script()
+    recorded = Path(__file__).resolve().parents[1] / "results" / "speedrun-mnist"
+    assert script.disagreements(recorded) == {}
+    for name in ("search-recipe.json", "search-rates.json"):
+        shutil.copy(recorded / name, tmp_path / name)
+    recipe = json.loads((tmp_path / "search-recipe.json").read_text())
+    recipe["chosen"]["changes"]["width"] = MnistRecipe().width * 2
+    (tmp_path / "search-recipe.json").write_text(json.dumps(recipe))
+    rates = json.loads((tmp_path / "search-rates.json").read_text())
+    trick = next(iter(rates["chosen"]))
+    rates["chosen"][trick]["changes"]["lr"] = 0.123
+    (tmp_path / "search-rates.json").write_text(json.dumps(rates))
+    assert script.disagreements(tmp_path) == {"width": MnistRecipe().width * 2, trick: 0.123}
+    done = subprocess.run([sys.executable, str(path), "check", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode != 0 and "set them in cnncourse/speedrun.py" in done.stderr
+    assert subprocess.run([sys.executable, str(path), "check", "--out", str(recorded)]).returncode == 0
