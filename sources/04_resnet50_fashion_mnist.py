@@ -969,10 +969,11 @@ if len(recorded) == len(cells):
     recipe = ((r50_ours - r50_article) + (r20_ours - r20_article)) / 2
     print(f"architecture's share: {100 * architecture:+.2f} points; recipe's share: {100 * recipe:+.2f} points")
     print("the architecture's share is the larger:", abs(architecture) > abs(recipe))
-    for label, run in recorded.items():
-        print(reference.summary(cells[label] + "-s0"))
 else:
-    print("not measured yet:", "; ".join(label for label in cells if label not in recorded))
+    print("the shares need all four cells; not measured yet:",
+          "; ".join(label for label in cells if label not in recorded))
+for label in recorded:
+    print(reference.summary(cells[label] + "-s0"))
 
 # %% [markdown]
 # ## The trained network, computed here
