@@ -27,7 +27,6 @@ NEEDS_RATE = {trick: {k: v for k, v in changes.items() if k != "lr"}
               for trick, (_, changes) in TRICKS.items() if "lr" in changes}
 
 
-
 def disagreements(out) -> dict:
     """The settings the recorded searches in ``out`` chose that differ from the code's defaults:
     {MnistRecipe field: chosen value} and {removed trick: chosen learning rate}; empty when they agree."""

@@ -194,7 +194,7 @@ plt.show()
 # Degradation should not happen at all. Take the trained shallow network and add layers that
 # compute the identity: the deeper network then computes exactly the same function, with the same
 # training error. A deeper network can always be at least as good - yet gradient descent did not
-# find such a solution. He et al.'s explanation: copying the input through a stack of convolutions
+# find such a solution. He et al.'s explanation: an identity mapping through a stack of convolutions
 # and ReLUs is hard for the optimiser to find.
 
 # %% [markdown]
@@ -912,18 +912,20 @@ print("with shortcuts, 56 layers train better than without:", train_error("ResNe
 for kind in ("plain", "ResNet"):
     print(f"{kind}: going from 20 to 56 layers adds {100 * (train_error(f'{kind}-56') - train_error(f'{kind}-20')):.1f} "
           "points of training error")
-steps = runs["ResNet-56"]["epochs"] * -(-runs["ResNet-56"]["num_train_images"] // 128)
+batch_size = runs["ResNet-56"]["provenance"]["settings"]["batch_size"]
+steps = runs["ResNet-56"]["epochs"] * -(-runs["ResNet-56"]["num_train_images"] // batch_size)
 print(f"optimiser steps per run: {steps:,} (the paper: 64,000); the rate fell to 0.01 about half-way, near step {steps // 2:,}")
 
 # %% [markdown]
-# The first and the third statements hold; the second does **not**, and the two gaps printed last
-# are what matters. The deeper plain network does train worse, as the paper says - but the deeper
+# The first and the third statements hold; the second does **not**, and the two gaps printed above
+# the step count are what matters. The deeper plain network does train worse, as the paper says - but the deeper
 # residual network trains worse too, by nearly as much. So this run does not show the degradation
 # problem as something the shortcuts cure: in a budget this short (about 1,200 steps, with the rate
-# cut a tenfold at half of them), it cannot tell it apart from a plainer explanation, that deeper
+# cut tenfold half-way through), the run cannot tell the degradation problem apart from a plainer
+# explanation, that deeper
 # networks, shortcuts or not, take more steps to get going and had not caught up when the rate fell.
-# What it does show: at 56 layers the network with shortcuts ends well below the one without (one
-# seed). The paper's contrast - the deeper ResNet ending *lower*, the deeper plain network higher -
+# What it suggests (one seed each, a gap of about ten points): at 56 layers the network with
+# shortcuts ends well below the one without. The paper's contrast - the deeper ResNet ending *lower*, the deeper plain network higher -
 # is about training to convergence; testing it takes a much longer run (the full training set and
 # tens of thousands of steps, a job for a GPU), which is not recorded yet.
 
@@ -1007,8 +1009,8 @@ plot.plot_feature_maps(trained, digit, layer="layer3", mean=info.mean, std=info.
 # * He et al.'s deeper plain networks had a higher *training* error, with BatchNorm and gradients
 #   that do not vanish: the degradation problem. Residual blocks $y = F(x) + x$ make the identity
 #   trivial to learn (a zero last BatchNorm gives it exactly) and, in the paper, let depth pay off.
-#   Our short CPU run shows the deeper plain network training worse, but the deeper ResNet too: it
-#   needs a converged run to show the rest.
+#   Our short CPU run shows both 56-layer networks training worse than their 20-layer versions, by
+#   about as much; the paper's contrast needs a run trained to convergence.
 # * Basic block: $9CC' + 9C'^2 + 4C'$ parameters; bottleneck: $Cw + 13w^2 + 12w$; a 1x1 conv + BN
 #   projection ($CC' + 2C'$) on the shortcut when the channels **or** the size change - projecting
 #   on a change of channels alone, as the article does, breaks a stride-2 block of constant width.

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 4. ResNet-50 on Fashion-MNIST: the article's set-up, why 28-pixel images starve it, and the fix
+# # 4. ResNet-50 on Fashion-MNIST: the article's set-up, what 28-pixel images do to it, and a proposed fix
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/04_resnet50_fashion_mnist.ipynb)
 #
@@ -12,7 +12,7 @@
 # lesson: a stem designed for 224-pixel photos shrinks a 28-pixel image to **one pixel** by the
 # last stage, so most of the network's weights never see the image. We trace the size through the
 # network with the output-size formula and with forward hooks, count what it costs, propose a fix - a
-# small-input stem - and train the article's set-up and the fix side by side; a 2 x 2 of recorded runs
+# small-input stem - and train the article's set-up and the proposed small-input network side by side; a 2 x 2 of recorded runs
 # then separates what the architecture and what the recipe contribute. The recorded full-data
 # runs are held against the article's figure, and the weights of the trained ResNet-20 give its
 # confusion matrix, its errors, its filters and its feature maps, computed in the notebook.
@@ -762,7 +762,7 @@ for record in article_history:
           f"validation acc {record['val_acc']:.1%}, {record['seconds']:.1f} s")
 
 # %% [markdown]
-# ## The fix, with the article's settings
+# ## ResNet-20, with the article's settings
 #
 # Same data, same optimizer, same learning rate, same batches and epochs: only the network
 # changes, to ResNet-20 with its 3x3 stem. Whatever difference shows in this pair of runs is the
@@ -833,8 +833,8 @@ print(f"{'quick' if QUICK else 'full'} run reached {TARGET:.0%}: {better_history
 # %%
 # NBVAL_IGNORE_OUTPUT
 runs = [("article: ResNet-50 (224-px stem), Adam", article_model, article_history),
-        ("fix: ResNet-20, Adam (article settings)", small_model, small_history),
-        ("fix + recipe: ResNet-20, SGD one-cycle", better_model, better_history)]
+        ("ResNet-20, Adam (article settings)", small_model, small_history),
+        ("ResNet-20, course's recipe (SGD one-cycle)", better_model, better_history)]
 print(f"{'run':<46} {'params':>11} {'epochs':>6} {'val acc':>8} {'test acc':>9} {'seconds':>8}")
 for title, model, history in runs:
     print(f"{title:<46} {cnncourse.count_parameters(model):>11,} {len(history):>6} {history[-1]['val_acc']:>8.1%} "
@@ -900,7 +900,7 @@ reference.plot_results(["fmnist-article-resnet50", "fmnist-resnet20"],
                        lines={"article, 400 epochs (Adam)": 0.913, "goal, 15 epochs": 0.94});
 
 # %% [markdown]
-# The course's goal for the course's recipe was at least 94.0 % within 15 epochs, and both runs can be
+# The course's goal for its recipe was at least 94.0 % within 15 epochs, and both runs can be
 # held against the article's 400-epoch 91.3 %. The lines below check this against the recorded files:
 
 # %%
@@ -980,7 +980,7 @@ for label in recorded:
 #
 # The article's ResNet-50 cannot ship with the course: its weights are about 100 MB (26 million
 # numbers of 4 bytes each, the "Params size" of its layer summary), and its recorded run kept none.
-# **The figures of a trained network here come from ResNet-20**, the fix, whose recorded full run
+# **The figures of a trained network here come from ResNet-20**, the proposed small-input network, whose recorded full run
 # saved its weights (`results/fmnist-resnet20/model.pt`). `reference.load_model` rebuilds it from
 # the run's settings, checks the file against the SHA-256 in `metrics.json` and loads it, in eval
 # mode. Everything below is computed live from those weights - not from the quick runs above - on

@@ -348,7 +348,7 @@ print(f"VGG16 / ResNet-50 at 224: {cnncourse.count_parameters(networks['VGG16'])
 # large convolutions keep a GPU busy,
 # while ResNet-50's 53 smaller convolutions, 49 BatchNorms, ReLUs and additions each read and write
 # whole feature maps and are limited by memory bandwidth, not arithmetic; and loading and augmenting
-# the images costs the same for both. Only a measurement tells - so we measure.
+# the images costs the same for both. We measure the times below; they do not test this explanation.
 
 # %% [markdown]
 # ### Exercise 6.2: Multiply-adds of a convolution
@@ -457,8 +457,8 @@ else:
 # test loss; the course holds out a tenth of the training galaxies for this and looks at the test set
 # once): when the validation loss turns upwards while the training loss keeps falling, the network is
 # memorising the training images.
-# If augmentation holds over-fitting back, this is where, with full training, the runs without it
-# part from those with it; the course has not measured that (it needs the full file). In quick
+# With full training, this is where the runs without augmentation would part from those with it, if
+# augmentation holds back over-fitting; the course has not measured that (it needs the full file). In quick
 # mode every curve is a single point (one epoch): the figure shows the code path, not over-fitting.
 
 # %%

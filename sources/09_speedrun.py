@@ -83,8 +83,8 @@ print(f"instruction sets: {', '.join(capability['flags']) or 'unknown'}; torch's
 # Every speed figure depends on the machine, so the cell above prints what this one can do. Two
 # flags matter most below: `avx512_bf16` and `amx_bf16` mean the CPU multiplies bfloat16 numbers in
 # hardware (Intel's Advanced Matrix Extensions do whole tiles of them at once). Without them,
-# bfloat16 is emulated and *slower* than float32: on an AVX2-only machine, in one measurement of the
-# course, ResNet-20 ran ten times slower under bf16 autocast (36 against 395 images/s; README,
+# bfloat16 is emulated and *slower* than float32: on an AVX2-only machine, in one measurement the
+# course made, ResNet-20 ran ten times slower under bf16 autocast (36 against 395 images/s; README,
 # "Speed"; not in `results/`, as that machine is not at hand to re-run it). The
 # speedrun therefore uses bf16 only where the CPU has it (`speedrun.use_bf16`).
 
