@@ -6,6 +6,7 @@
 #   vit-vs-resnet (default: all, in that order).
 # Every run holds out 10 % of each class of the training set (--val-fraction 0.1): the notebooks
 # compare validation accuracy; the test set is evaluated once, after the last epoch.
+# LIST=1 bash results/run_experiments.sh DATA [JOBS [PART...]] prints the runs (NAME OPTIONS...) and runs none.
 # Runs already recorded (metrics.json present) are skipped and interrupted ones resume from their
 # checkpoint, so a batch cut short by a session limit continues where it stopped.
 set -euo pipefail
@@ -103,5 +104,6 @@ run() {
   esac
 }
 export -f run
+[ -n "${LIST:-}" ] && { commands; exit 0; }
 mkdir -p results/lenet-ladder results/degradation results/fmnist-2x2 results/vgg-lr results/vit-vs-resnet
 commands | xargs -P "$jobs" -I{} bash -c 'run {}'

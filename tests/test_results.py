@@ -218,3 +218,31 @@ def test_shipped_weights_of_controlled_runs_load_and_match_their_record(folder):
     model = reference.load_model(name, RESULTS)
     assert sum(p.numel() for p in model.parameters()) == metrics["num_parameters"]
     assert not model.training
+
+
+def test_every_controlled_group_is_run_by_run_experiments_sh_with_valid_options():
+    """results/run_experiments.sh runs every group of results/controlled.json (and nothing else), and
+    each of its commands is one that `cnncourse train` accepts; a recorded run was made by its command."""
+    import os
+    import shlex
+    import subprocess
+    import shutil
+    from cnncourse.cli import build_parser
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    listed = subprocess.run(["bash", str(RESULTS / "run_experiments.sh"), "/data"], env={**os.environ, "LIST": "1"},
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    runs = {line.split()[0]: shlex.split(line)[1:] for line in listed}
+    assert len(runs) == len(listed) > 0, "two runs share a name"
+    prefixes = {prefix for about in reference.controlled(RESULTS).values() for prefix in about["groups"].values()}
+    for name, options in runs.items():
+        assert name.rsplit("-s", 1)[0] in prefixes, f"{name} belongs to no group of controlled.json"
+        args = build_parser().parse_args(["train", *options, "--out", "unused"])
+        assert args.seed == int(name.rsplit("-s", 1)[1])
+        metrics = RESULTS / name / "metrics.json"
+        if metrics.exists():   # the recorded run used this command's settings (resumed or not)
+            settings = json.loads(metrics.read_text())["provenance"]["settings"]
+            given = {k: v for k, v in vars(args).items() if k not in ("command", "out", "data", "data_root")}
+            assert {k: settings.get(k) for k in given} == given, name
+    for prefix in prefixes:
+        assert any(name.rsplit("-s", 1)[0] == prefix for name in runs), f"no command runs {prefix}"
