@@ -2,7 +2,7 @@
 # The controlled experiments of the notebooks: each compares runs that change one thing.
 # DATA: the data folder of results/run_all.sh (MNIST/, FashionMNIST/, cifar10-jpeg/{train,test}/).
 # Usage: bash results/run_experiments.sh DATA [JOBS [PART...]]
-#   JOBS runs side by side, one thread each (default 2); PART: ladder, degradation, fmnist-2x2, vgg-lr,
+#   JOBS runs side by side, one thread each (default 2); PART: ladder, degradation, degradation-fp32, fmnist-2x2, vgg-lr,
 #   vit-vs-resnet (default: all, in that order).
 # Every run holds out 10 % of each class of the training set (--val-fraction 0.1): the notebooks
 # compare validation accuracy; the test set is evaluated once, after the last epoch.
@@ -13,7 +13,7 @@ set -euo pipefail
 data=${1:?usage: bash results/run_experiments.sh DATA_FOLDER [JOBS]}
 jobs=${2:-2}
 parts=("${@:3}")
-[ ${#parts[@]} -eq 0 ] && parts=(ladder degradation fmnist-2x2 vgg-lr vit-vs-resnet)
+[ ${#parts[@]} -eq 0 ] && parts=(ladder degradation degradation-fp32 fmnist-2x2 vgg-lr vit-vs-resnet)
 cd "$(dirname "$0")/.."
 cifar="$data/cifar10-jpeg"
 
@@ -40,6 +40,15 @@ degradation() {
   # autocast (this CPU has native bf16; drop --amp bf16 elsewhere).
   for model in plain20 resnet20 plain56 resnet56; do
     echo "degradation/$model-s0 --model $model --data $cifar --train-subset 10000 --val-fraction 0.1 --epochs 15 --batch-size 128 --optimizer sgd --lr 0.1 --weight-decay 1e-4 --schedule step --augment --amp bf16 --channels-last --seed 0"
+  done
+}
+
+degradation_fp32() {
+  # The same four runs in float32 (--amp off), everything else unchanged: notebook 3 found that under
+  # bf16 autocast the 56-layer networks' gradients point far from float32's at initialisation, so the
+  # precision may confound the comparison of depths. About twice the time of the bf16 runs on this CPU.
+  for model in plain20 resnet20 plain56 resnet56; do
+    echo "degradation/$model-fp32-s0 --model $model --data $cifar --train-subset 10000 --val-fraction 0.1 --epochs 15 --batch-size 128 --optimizer sgd --lr 0.1 --weight-decay 1e-4 --schedule step --augment --amp off --channels-last --seed 0"
   done
 }
 
@@ -81,9 +90,10 @@ vit_vs_resnet() {
 commands() {
   for part in "${parts[@]}"; do
     case $part in
-      ladder) ladder ;; degradation) degradation ;; fmnist-2x2) fmnist_2x2 ;; vgg-lr) vgg_lr ;;
+      ladder) ladder ;; degradation) degradation ;; degradation-fp32) degradation_fp32 ;;
+      fmnist-2x2) fmnist_2x2 ;; vgg-lr) vgg_lr ;;
       vit-vs-resnet) vit_vs_resnet ;;
-      *) echo "unknown part $part (ladder, degradation, fmnist-2x2, vgg-lr, vit-vs-resnet)" >&2; exit 2 ;;
+      *) echo "unknown part $part (ladder, degradation, degradation-fp32, fmnist-2x2, vgg-lr, vit-vs-resnet)" >&2; exit 2 ;;
     esac
   done
 }

@@ -918,16 +918,88 @@ print(f"optimiser steps per run: {steps:,} (the paper: 64,000); the rate fell to
 
 # %% [markdown]
 # The first and the third statements hold; the second does **not**, and the two gaps printed above
-# the step count are what matters. The deeper plain network does train worse, as the paper says - but the deeper
-# residual network trains worse too, by nearly as much. So this run does not show the degradation
-# problem as something the shortcuts cure: in a budget this short (about 1,200 steps, with the rate
-# cut tenfold half-way through), the run cannot tell the degradation problem apart from a plainer
-# explanation, that deeper
-# networks, shortcuts or not, take more steps to get going and had not caught up when the rate fell.
-# What it suggests (one seed each, a gap of about ten points): at 56 layers the network with
-# shortcuts ends well below the one without. The paper's contrast - the deeper ResNet ending *lower*, the deeper plain network higher -
-# is about training to convergence; testing it takes a much longer run (the full training set and
-# tens of thousands of steps, a job for a GPU), which is not recorded yet.
+# the step count are what matters. The deeper plain network does train worse, as the paper says - but
+# the deeper residual network trains worse too, by nearly as much. So this run does not show the
+# degradation problem as something the shortcuts cure. In a budget this short (about 1,200 steps,
+# with the rate cut tenfold half-way through) it cannot tell the degradation problem apart from a
+# plainer explanation: deeper networks, shortcuts or not, take more steps to get going, and had not
+# caught up when the rate fell. And, as the next section finds, the runs' precision may play a part.
+#
+# What the runs suggest (one seed each, a gap of about ten points): at 56 layers the network with
+# shortcuts ends well below the one without. The paper's contrast - the deeper ResNet ending *lower*,
+# the deeper plain network higher - is about training to convergence; testing it takes a much longer
+# run (the full training set and tens of thousands of steps, a job for a GPU), which is not recorded
+# yet.
+
+# %% [markdown]
+# ### A suspect: bfloat16
+#
+# The four runs used bfloat16 autocast, and that may not be innocent. Under autocast the convolutions
+# compute in bfloat16, whose 8-bit mantissa keeps two to three significant digits, and the backward
+# pass carries the rounding through every layer it crosses. Does the gradient suffer more in a deeper
+# network? One backward pass of each untrained network on the same 64 training images of the package's
+# CIFAR-10 sample, BatchNorm in training mode, once in float32 and once under bfloat16 autocast, and
+# for each convolution $l$ the cosine between the two gradients,
+#
+# $$\cos_l = \frac{\langle g_l^{\text{fp32}}, g_l^{\text{bf16}} \rangle}{\lVert g_l^{\text{fp32}} \rVert \, \lVert g_l^{\text{bf16}} \rVert},$$
+#
+# 1 when bfloat16 points the same way as float32, 0 when its direction has nothing in common with it.
+# (The numbers depend a little on the CPU: how it computes in bfloat16.)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def gradient_cosines(model, images, labels):
+    """Per convolution: the cosine between its weight gradient in float32 and under bf16 autocast."""
+    model.train()
+    grads = {}
+    for bf16 in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        grads[bf16] = [m.weight.grad.flatten().clone() for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return torch.tensor([F.cosine_similarity(a, b, dim=0).item() for a, b in zip(grads[False], grads[True])])
+
+
+cifar = SampleDataset("cifar10", split="train")
+cifar_mean, cifar_std = (torch.tensor(v).view(1, 3, 1, 1) for v in (dataset_info("cifar10").mean, dataset_info("cifar10").std))
+photos = (torch.tensor(cifar.data[:64]).permute(0, 3, 1, 2).float() / 255 - cifar_mean) / cifar_std
+photo_labels = torch.tensor(cifar.targets[:64])
+cosines = {}
+for builder in (plain20, resnet20, plain56, resnet56):
+    torch.manual_seed(0)
+    cosines[builder.__name__] = gradient_cosines(builder(num_classes=10), photos, photo_labels)
+    c = cosines[builder.__name__]
+    print(f"{builder.__name__:<9} cosine per convolution: median {c.median():.3f}, lowest {c.min():.3f}, "
+          f"first layer {c[0]:.3f}, last {c[-1]:.3f}")
+
+# %%
+median = {name: c.median().item() for name, c in cosines.items()}
+print("bf16's gradients stray further from float32's at 56 layers than at 20, for both kinds:",
+      median["plain56"] < median["plain20"] and median["resnet56"] < median["resnet20"])
+print("at 56 layers, the shortcuts keep bf16's gradients closer to float32's:", median["resnet56"] > median["plain56"])
+
+# %% [markdown]
+# Depth makes bfloat16's gradients worse: at 20 layers the residual network's still point nearly where
+# float32's do and the plain one's roughly, at 56 layers much less so, and without shortcuts, through
+# 56 layers, their direction has almost nothing in common with float32's. That is a second
+# thing - besides depth itself - that changes between the 20- and the 56-layer runs above, so those
+# runs confound the two: part of the deeper networks' deficit may be the precision's. The check is at
+# initialisation only; what it does to training is measured by the same four runs in float32, nothing
+# else changed (`bash results/run_experiments.sh DATA 2 degradation-fp32`, about twice the time on this
+# CPU):
+
+# %%
+FP32 = {label: name.replace("-s0", "-fp32-s0") for label, name in DEGRADATION.items()}
+missing = [name for name in FP32.values() if not (reference.results_dir() / name / "metrics.json").exists()]
+runs32 = None if missing else {label: reference.load_result(name) for label, name in FP32.items()}
+if missing:
+    print("float32 runs not recorded yet:", ", ".join(missing))
+else:
+    print(f"{'network':<10} {'train error % bf16':>19} {'float32':>8} {'minutes float32':>16}")
+    for label, run in runs32.items():
+        print(f"{label:<10} {100 * train_error(label):>19.2f} {100 * (1 - run['history'][-1]['train_acc']):>8.2f} "
+              f"{run['provenance']['wall_seconds'] / 60:>16.1f}")
 
 # %% [markdown]
 # ## The trained network, computed here
@@ -1010,7 +1082,8 @@ plot.plot_feature_maps(trained, digit, layer="layer3", mean=info.mean, std=info.
 #   that do not vanish: the degradation problem. Residual blocks $y = F(x) + x$ make the identity
 #   trivial to learn (a zero last BatchNorm gives it exactly) and, in the paper, let depth pay off.
 #   Our short CPU run shows both 56-layer networks training worse than their 20-layer versions, by
-#   about as much; the paper's contrast needs a run trained to convergence.
+#   about as much; the paper's contrast needs a run trained to convergence. Under bfloat16 autocast
+#   the 56-layer networks' gradients stray far from float32's, so depth comparisons belong in float32.
 # * Basic block: $9CC' + 9C'^2 + 4C'$ parameters; bottleneck: $Cw + 13w^2 + 12w$; a 1x1 conv + BN
 #   projection ($CC' + 2C'$) on the shortcut when the channels **or** the size change - projecting
 #   on a change of channels alone, as the article does, breaks a stride-2 block of constant width.
