@@ -585,7 +585,7 @@ print(train_loader, val_loader, test_loader, sep="\n")
 # subset of 5,000 training images of the CIFAR-10 JPEG copy (described in README), at its own 32 x 32
 # pixels, with 1,000 images (2 % of its training set, every class alike) held out for validation.
 # VGG16 and VGG16 with BatchNorm (`vgg16_bn`, which differs only by a BatchNorm after each convolution)
-# train for 3 epochs with Adam at $10^{-5}$, $10^{-4}$ and $10^{-3}$, batch 64, no augmentation, the
+# train for 3 epochs with Adam at $10^{-5}$, $10^{-4}$ and $10^{-3}$, batch 64, no augmentation, float32, the
 # same seed (so the same initial convolution weights where the two networks share them, and the same
 # images in the same order). One seed each: VGG16 trains at about 25 images a second on one CPU
 # thread, so each run takes about a quarter of an hour. `bash results/run_experiments.sh DATA 2 vgg-lr`
