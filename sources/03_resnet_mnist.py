@@ -985,16 +985,15 @@ print("bf16's gradients stray further at 56 layers than at 20, for both kinds:",
 print("at 56 layers, the shortcuts keep bf16's gradients closer:", median["resnet56", "bf16"] > median["plain56", "bf16"])
 
 # %% [markdown]
-# Float32 is a faithful stand-in for float64 in the residual networks, and a fair one in the plain
-# networks, whose backward pass amplifies even float32's rounding. bfloat16 is not, and depth makes it
-# worse: at 20 layers the residual network's bf16 gradients still point nearly where float64's do and
-# the plain one's roughly, at 56 layers much less so, and without shortcuts, through 56 layers, their
-# direction has almost nothing in common with the reference's. That is a second
-# thing - besides depth itself - that changes between the 20- and the 56-layer runs above, so those
-# runs confound the two: part of the deeper networks' deficit may be the precision's. The check is at
-# initialisation only; what it does to training is measured by the same four runs in float32, nothing
-# else changed (`bash results/run_experiments.sh DATA 2 degradation-fp32`, about twice the time on this
-# CPU):
+# Float32 is a faithful stand-in for float64 in three of the networks, and a fair one in plain-56,
+# whose backward pass amplifies even float32's rounding. bfloat16 is not, and depth makes it worse: at
+# 20 layers the residual network's bf16 gradients still point nearly where float64's do and the plain
+# one's roughly; at 56 layers much less so, and without shortcuts, through 56 layers, their direction
+# has almost nothing in common with the reference's. So the 20- and 56-layer runs above differ in a
+# second thing besides depth - how faithful their gradients are - and part of the deeper networks'
+# deficit may be the precision's. The check is at initialisation only; what bfloat16 does to training
+# is measured by the same four runs in float32, nothing else changed (`bash results/run_experiments.sh
+# DATA 2 degradation-fp32`, about twice the time on this CPU):
 
 # %%
 FP32 = {label: name.replace("-s0", "-fp32-s0") for label, name in DEGRADATION.items()}
