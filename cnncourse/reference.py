@@ -109,6 +109,15 @@ def hardware(metrics: dict) -> str:
     return f"CPU: {prov['cpu']}, {used}{prov['cpu_count']} cores"
 
 
+def wall_minutes(metrics: dict) -> float:
+    """A recorded run's wall time in minutes. The provenance of a resumed run times only its last
+    process; the epochs before it resumed count with their recorded seconds (the start-up of the
+    earlier processes was not recorded, so this is a slight underestimate)."""
+    prov = metrics["provenance"]
+    earlier = metrics["history"][:prov.get("resumed_from_epoch") or 0]
+    return (prov["wall_seconds"] + sum(record["seconds"] for record in earlier)) / 60
+
+
 def summary(name: str, path: Optional[PathLike] = None, missing: Optional[str] = None) -> str:
     """One deterministic line about a recorded run, for notebooks and README; ``missing`` (e.g. "not
     measured yet") is returned instead of raising FileNotFoundError when the run was never recorded."""
@@ -120,9 +129,10 @@ def summary(name: str, path: Optional[PathLike] = None, missing: Optional[str] =
         return missing
     prov = metrics["provenance"]
     quick = " (quick-mode sample)" if prov.get("quick_mode") else ""
+    resumed = f" (resumed after epoch {prov['resumed_from_epoch']})" if prov.get("resumed_from_epoch") else ""
     return (f"{name}: {metrics['model']} on {metrics['data']}{quick}, {metrics['epochs']} epoch(s): "
             f"{_validation(metrics)}test accuracy {100 * metrics['test_accuracy']:.2f} %, "
-            f"{prov['wall_seconds'] / 60:.1f} min on "
+            f"{wall_minutes(metrics):.1f} min{resumed} on "
             f"{hardware(metrics)}; torch {prov['torch_version']}, commit {str(prov['git_commit'])[:7]}")
 
 
@@ -178,7 +188,7 @@ def table(path: Optional[PathLike] = None) -> str:
         quick = " (quick sample)" if prov.get("quick_mode") else ""
         rows.append(f"| [{about['title']}](results/{name}/metrics.json) | {about['notebook']} | "
                     f"{metrics['model']} | {metrics['epochs']} | {100 * metrics['test_accuracy']:.2f} %{quick} | "
-                    f"{about.get('article', '')} | {prov['wall_seconds'] / 60:.1f} min | {hardware(metrics)} |")
+                    f"{about.get('article', '')} | {wall_minutes(metrics):.1f} min | {hardware(metrics)} |")
     return "\n".join(rows)
 
 
@@ -275,7 +285,7 @@ def _group(prefix: str, path: Optional[PathLike]) -> Tuple[List[dict], Dict[str,
     """A run group read once: its runs, last-epoch validation and test statistics, minutes per run."""
     runs = seed_runs(prefix, path)
     val, test = (_stats([run["history"][-1][column] for run in runs]) for column in ("val_acc", "test_acc"))
-    return runs, val, test, sum(run["provenance"]["wall_seconds"] for run in runs) / 60 / len(runs)
+    return runs, val, test, sum(wall_minutes(run) for run in runs) / len(runs)
 
 
 def seed_differences(first: str, second: str, column: str = "val_acc",

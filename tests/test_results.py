@@ -246,3 +246,13 @@ def test_every_controlled_group_is_run_by_run_experiments_sh_with_valid_options(
             assert {k: settings.get(k) for k in given} == given, name
     for prefix in prefixes:
         assert any(name.rsplit("-s", 1)[0] == prefix for name in runs), f"no command runs {prefix}"
+
+
+def test_a_resumed_runs_wall_time_adds_the_epochs_before_it_resumed():
+    """The provenance of a resumed run times only its last process (cnncourse train --resume)."""
+    history = [{"epoch": e, "seconds": 100.0 * e} for e in range(1, 5)]
+    fresh = {"history": history, "provenance": {"wall_seconds": 1200.0, "resumed_from_epoch": 0}}
+    resumed = {"history": history, "provenance": {"wall_seconds": 720.0, "resumed_from_epoch": 2}}
+    assert reference.wall_minutes(fresh) == pytest.approx(20.0)
+    assert reference.wall_minutes(resumed) == pytest.approx((720 + 100 + 200) / 60)
+    assert reference.wall_minutes({"history": history, "provenance": {"wall_seconds": 60.0}}) == pytest.approx(1.0)
