@@ -993,7 +993,7 @@ print("at 56 layers, the shortcuts keep bf16's gradients closer:", median["resne
 # second thing besides depth - how faithful their gradients are - and part of the deeper networks'
 # deficit may be the precision's. The check is at initialisation only; what bfloat16 does to training
 # is measured by the same four runs in float32, nothing else changed (`bash results/run_experiments.sh
-# DATA 2 degradation-fp32`, about twice the time on this CPU):
+# DATA 2 degradation-fp32`):
 
 # %%
 FP32 = {label: name.replace("-s0", "-fp32-s0") for label, name in DEGRADATION.items()}
