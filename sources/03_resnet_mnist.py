@@ -859,14 +859,18 @@ reference.recorded_figure("mnist-resnet20", "confusion")
 # well as the shallower one. MNIST is too easy to show it (the ResNet-20 above gets almost every test
 # digit right), so the course ran the four networks on CIFAR-10: `plain20`, `plain56`, `resnet20`,
 # `resnet56`, each pair of the same depth differing only in the shortcuts. The paper trained 64,000
-# steps on the full data; here, to fit a CPU, a stratified subset of 10,000 training images of the
-# CIFAR-10 JPEG copy described in README, 15 epochs, with a tenth of the full training set held out
-# for validation and the paper's optimiser (SGD with momentum 0.9 - Nesterov's here - weight decay
-# $10^{-4}$, batch 128, learning rate 0.1 divided by 10 at half and three quarters of training),
-# crops and flips, and bfloat16 autocast on this CPU. One seed each, so each number below is one
-# measurement: in notebook 2's ladder three seeds of one recipe spread over 1-4 points, and over
-# 11 points for LeNet without BatchNorm, a network that trains unstably - a gap of ten points between
-# two single runs is therefore suggestive, not proven. `results/run_experiments.sh` re-runs them.
+# steps on the full data; here, to fit a CPU:
+#
+# * data: a stratified subset of 10,000 training images of the CIFAR-10 JPEG copy described in README,
+#   with a tenth of the full training set held out for validation; crops and flips;
+# * 15 epochs and the paper's optimiser: SGD with momentum 0.9 (Nesterov's here), weight decay
+#   $10^{-4}$, batch 128, learning rate 0.1 divided by 10 at half and three quarters of training;
+# * precision: bfloat16 autocast on this CPU (a float32 re-run follows further down).
+#
+# One seed each, so each number below is one measurement. In notebook 2, three seeds of one LeNet
+# recipe ended 1-4 points apart in validation accuracy (11 points without BatchNorm, a network that
+# trains unstably); so a ten-point gap between two single runs is suggestive, not proven.
+# `results/run_experiments.sh` re-runs them.
 
 # %%
 DEGRADATION = {"plain-20": "degradation/plain20-s0", "plain-56": "degradation/plain56-s0",
@@ -917,13 +921,13 @@ steps = runs["ResNet-56"]["epochs"] * -(-runs["ResNet-56"]["num_train_images"] /
 print(f"optimiser steps per run: {steps:,} (the paper: 64,000); the rate fell to 0.01 about half-way, near step {steps // 2:,}")
 
 # %% [markdown]
-# The first and the third statements hold; the second does **not**, and the two gaps printed above
-# the step count are what matters. The deeper plain network does train worse, as the paper says - but
+# The first and the third statements hold; the second does **not**, and the two gaps - going from 20
+# to 56 layers adds 33.5 points of training error without shortcuts, 32.0 with them - are what matters. The deeper plain network does train worse, as the paper says - but
 # the deeper residual network trains worse too, by nearly as much. So this run does not show the
 # degradation problem as something the shortcuts cure. In a budget this short (about 1,200 steps,
 # with the rate cut tenfold half-way through) it cannot tell the degradation problem apart from a
 # plainer explanation: deeper networks, shortcuts or not, take more steps to get going, and had not
-# caught up when the rate fell. And, as the next section finds, the runs' precision may play a part.
+# caught up when the rate fell. Whether the runs' precision plays a part is the next section's question.
 #
 # What the runs suggest (one seed each, a gap of about ten points): at 56 layers the network with
 # shortcuts ends well below the one without. The paper's contrast - the deeper ResNet ending *lower*,
@@ -935,7 +939,8 @@ print(f"optimiser steps per run: {steps:,} (the paper: 64,000); the rate fell to
 # ### A suspect: bfloat16
 #
 # The four runs used bfloat16 autocast, and that may not be innocent. Under autocast the convolutions
-# compute in bfloat16, whose 8-bit mantissa keeps two to three significant digits, and the backward
+# compute in bfloat16, whose 7-bit mantissa (8 with the implicit leading one) keeps two to three
+# significant digits, and the backward
 # pass carries the rounding through every layer it crosses. Does the gradient suffer more in a deeper
 # network? One backward pass of each untrained network on the same 64 training images of the package's
 # CIFAR-10 sample, BatchNorm in training mode, three times: in float64 as the reference, in float32,
@@ -1051,16 +1056,18 @@ else:
 # * **Both deeper networks still train worse** at this budget: plain-56 far worse than plain-20, and
 #   ResNet-56 clearly worse than ResNet-20. The paper's second half - the deeper ResNet ending lower -
 #   is not shown here in either precision.
-# * **But in float32 the shortcuts take a large part of the depth's cost away**: going from 20 to 56
-#   layers adds about 40 points of training error without shortcuts and about 24 with them, where in
-#   bf16 the two costs were nearly equal. That is the direction of the paper's result, at a budget far
-#   short of its convergence.
-# * **Precision moved single runs by a few points, in both directions** (ResNet-56 ended lower in
-#   float32, plain-56 higher), so the gradient check at initialisation does not translate into a
-#   consistent cost in training here; with one seed each, differences of this size are not
-#   established. What the pair of experiments does show is that a conclusion about depth drawn from
-#   the bf16 runs alone (that shortcuts barely help at 56 layers) did not survive a change of
-#   precision: the course's depth comparisons use the float32 runs.
+# * **The shortcuts' share is not settled.** Going from 20 to 56 layers costs about 40 points of
+#   training error without shortcuts and about 24 with them in float32, but 33.5 and 32.0 in bf16.
+# * **Precision moved single runs by up to 6.5 points, in both directions** (float32 minus bf16:
+#   plain-20 -3.4, ResNet-20 +1.5, plain-56 +3.7, ResNet-56 -6.5 points of training error). Plain-56,
+#   whose bf16 gradients were the worst at initialisation, even trained a little *better* in bf16: the
+#   check at initialisation did not predict training. Since precision had no consistent effect, the
+#   two sets behave like two repeats of one experiment - and they disagree by about 15 points on how
+#   much the shortcuts save. That needs several seeds; until then the course claims only the first
+#   bullet. For depth comparisons it uses float32 anyway, for its faithful gradients.
+#
+# (The minutes of the two tables are no speed comparison of the precisions: the runs were made on
+# different days, and the course measures speed only with benchmark scripts on a quiet machine.)
 
 # %% [markdown]
 # ## The trained network, computed here
@@ -1142,10 +1149,11 @@ plot.plot_feature_maps(trained, digit, layer="layer3", mean=info.mean, std=info.
 # * He et al.'s deeper plain networks had a higher *training* error, with BatchNorm and gradients
 #   that do not vanish: the degradation problem. Residual blocks $y = F(x) + x$ make the identity
 #   trivial to learn (a zero last BatchNorm gives it exactly) and, in the paper, let depth pay off.
-#   Our short CPU run shows both 56-layer networks training worse than their 20-layer versions, by
-#   about as much; the paper's contrast needs a run trained to convergence. Under bfloat16 autocast
-#   the 56-layer networks' gradients stray far from float64's; re-run in float32, the deeper ResNet
-#   still trains worse than ResNet-20, but the shortcuts take a large part of the depth's cost away.
+#   Our short CPU runs (one seed each) show both 56-layer networks training worse than their 20-layer
+#   versions; the paper's contrast needs a run trained to convergence. How much the shortcuts
+#   reduce that cost was 2 points in bf16 and 17 in float32: unsettled at one seed. bf16's gradients
+#   stray from float64's in deep networks at initialisation, but switching to float32 did not
+#   consistently change training.
 # * Basic block: $9CC' + 9C'^2 + 4C'$ parameters; bottleneck: $Cw + 13w^2 + 12w$; a 1x1 conv + BN
 #   projection ($CC' + 2C'$) on the shortcut when the channels **or** the size change - projecting
 #   on a change of channels alone, as the article does, breaks a stride-2 block of constant width.
