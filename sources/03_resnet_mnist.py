@@ -3,18 +3,22 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/03_resnet_mnist.ipynb)
 #
-# **What you will learn.** Why very deep plain networks train *worse* than shallower ones although
-# their gradients do not vanish, and He et al.'s fix, learning a residual $F(x) = H(x) - x$ (with
-# what a short CPU run of their experiment does and does not show); the two
-# building blocks of ResNet - the basic block and the bottleneck block - built step by step, with
-# their parameter counts derived by formula and checked against PyTorch and against
-# `cnncourse.models`; what a shortcut must do when a block changes the number of channels or the
-# image size (and the article's shortcut rule that breaks when only the size changes); the 1x1
-# convolution and global average pooling; why a ResNet designed for 224-pixel photos needs a
-# different stem for 28-pixel digits; and ResNet-20 trained on MNIST: a quick live run, the
-# recorded full-data run's learning curves and confusion matrix, and the trained weights that run
-# saved, from which the notebook computes the accuracy, the confusion matrix, the digits it is least
-# sure of, its filters and its feature maps.
+# **What you will learn.**
+#
+# * Why very deep plain networks train *worse* than shallower ones although their gradients do not
+#   vanish, and He et al.'s fix: learning a residual $F(x) = H(x) - x$.
+# * The two building blocks of ResNet - the basic block and the bottleneck block - built step by
+#   step, with their parameter counts derived by formula and checked against PyTorch and against
+#   `cnncourse.models`.
+# * What a shortcut must do when a block changes the number of channels or the image size (and the
+#   article's shortcut rule that breaks when only the size changes); the 1x1 convolution and global
+#   average pooling; why a ResNet designed for 224-pixel photos needs a different stem for 28-pixel
+#   digits.
+# * ResNet-20 trained on MNIST: a quick live run, the recorded full-data run's learning curves and
+#   confusion matrix, and the trained weights that run saved, from which the notebook computes the
+#   accuracy, the confusion matrix, the digits it is least sure of, its filters and its feature maps.
+# * He et al.'s degradation experiment, run on CIFAR-10 on a CPU in bf16 and in float32: what such a
+#   short run does and does not show.
 #
 # Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
 # 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10 · 7 what the network looks at · 8 a Vision Transformer ·
