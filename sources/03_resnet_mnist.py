@@ -54,9 +54,11 @@ if "google.colab" in sys.modules:
 # %%
 # NBVAL_IGNORE_OUTPUT
 %matplotlib inline
+import statistics
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -884,7 +886,7 @@ print(f"{'network':<10} {'train error %':>14} {'validation error %':>19} {'test 
 for label, run in runs.items():
     last = run["history"][-1]
     print(f"{label:<10} {100 * (1 - last['train_acc']):>14.2f} {100 * (1 - last['val_acc']):>19.2f} "
-          f"{100 * (1 - run['test_accuracy']):>13.2f} {run['provenance']['wall_seconds'] / 60:>8.1f}")
+          f"{100 * (1 - run['test_accuracy']):>13.2f} {reference.wall_minutes(run):>8.1f}")
 
 # %% [markdown]
 # The training error per epoch, the paper's figure redrawn from the four runs: plain networks on the
@@ -1005,35 +1007,53 @@ print("at 56 layers, the shortcuts keep bf16's gradients closer:", median["resne
 # DATA 2 degradation-fp32`):
 
 # %%
-FP32 = {label: name.replace("-s0", "-fp32-s0") for label, name in DEGRADATION.items()}
-missing = [name for name in FP32.values() if not (reference.results_dir() / name / "metrics.json").exists()]
-runs32 = None if missing else {label: reference.load_result(name) for label, name in FP32.items()}
+FP32 = {label: name.replace("-s0", "-fp32") for label, name in DEGRADATION.items()}   # run prefix; -s<seed> each
+missing = [prefix for prefix in FP32.values() if not (reference.results_dir() / f"{prefix}-s0" / "metrics.json").exists()]
+runs32 = None if missing else {label: reference.seed_runs(prefix) for label, prefix in FP32.items()}
 if missing:
     print("float32 runs not recorded yet:", ", ".join(missing))
 else:
-    def train_error32(label):
-        return 1 - runs32[label]["history"][-1]["train_acc"]
+    by_seed = {label: {run["provenance"]["settings"]["seed"]: run for run in group} for label, group in runs32.items()}
+    seeds = sorted(set.intersection(*(set(runs) for runs in by_seed.values())))   # seeds all four recorded
 
-    print(f"{'network':<10} {'train error % bf16':>19} {'float32':>8} {'minutes float32':>16}")
-    for label, run in runs32.items():
-        print(f"{label:<10} {100 * train_error(label):>19.2f} {100 * train_error32(label):>8.2f} "
-              f"{run['provenance']['wall_seconds'] / 60:>16.1f}")
-    print("float32: plain-56 ends with a higher training error than plain-20:",
-          train_error32("plain-56") > train_error32("plain-20"))
-    print("float32: ResNet-56 ends with a training error no higher than ResNet-20's:",
-          train_error32("ResNet-56") <= train_error32("ResNet-20"))
-    print("float32: with shortcuts, 56 layers train better than without:",
-          train_error32("ResNet-56") < train_error32("plain-56"))
+    def train_error32(label, seed):
+        return 1 - by_seed[label][seed]["history"][-1]["train_acc"]
+
+    def depth_cost(kind, seed):
+        """Points of training error that going from 20 to 56 layers adds, in one seed."""
+        return 100 * (train_error32(f"{kind}-56", seed) - train_error32(f"{kind}-20", seed))
+
+    print(f"float32, seeds {seeds}: final training error % per seed, their mean +- standard deviation, "
+          "and bf16's seed 0")
+    print(f"{'network':<10}" + "".join(f"{'seed ' + str(seed):>9}" for seed in seeds)
+          + f"{'mean +- sd':>17}{'bf16 s0':>9}{'min/run':>9}")
+    for label in runs32:
+        errors = [100 * train_error32(label, seed) for seed in seeds]
+        spread = statistics.stdev(errors) if len(errors) > 1 else 0.0
+        minutes = statistics.fmean(reference.wall_minutes(by_seed[label][seed]) for seed in seeds)
+        print(f"{label:<10}" + "".join(f"{e:>9.2f}" for e in errors)
+              + f"{statistics.fmean(errors):>9.2f} +- {spread:<4.1f}{100 * train_error(label):>9.2f}{minutes:>9.1f}")
+    n = len(seeds)
+    print(f"plain-56 ends with a higher training error than plain-20 in "
+          f"{sum(depth_cost('plain', seed) > 0 for seed in seeds)} of {n} seeds")
+    print(f"ResNet-56 ends with a higher training error than ResNet-20 in "
+          f"{sum(depth_cost('ResNet', seed) > 0 for seed in seeds)} of {n} seeds")
+    print(f"with shortcuts, 56 layers train better than without in "
+          f"{sum(train_error32('ResNet-56', seed) < train_error32('plain-56', seed) for seed in seeds)} of {n} seeds")
     for kind in ("plain", "ResNet"):
-        print(f"float32, {kind}: going from 20 to 56 layers adds "
-              f"{100 * (train_error32(f'{kind}-56') - train_error32(f'{kind}-20')):.1f} points of training error")
-    print("bf16 cost the 56-layer networks more training error than the 20-layer ones, for both kinds:",
-          all(train_error(f"{kind}-56") - train_error32(f"{kind}-56") > train_error(f"{kind}-20") - train_error32(f"{kind}-20")
-              for kind in ("plain", "ResNet")))
+        costs = [depth_cost(kind, seed) for seed in seeds]
+        print(f"{kind}: going from 20 to 56 layers adds " + ", ".join(f"{c:.1f}" for c in costs)
+              + f" points of training error (seeds {seeds})")
+    saved = [depth_cost("plain", seed) - depth_cost("ResNet", seed) for seed in seeds]
+    print("points of that cost the shortcuts save, seed by seed:", ", ".join(f"{v:+.1f}" for v in saved),
+          f"(mean {statistics.fmean(saved):+.1f}, in bf16's seed 0 "
+          f"{100 * (train_error('plain-56') - train_error('plain-20') - train_error('ResNet-56') + train_error('ResNet-20')):+.1f})")
+    print("float32 minus bf16 in seed 0, points of training error: "
+          + ", ".join(f"{label} {100 * (train_error32(label, 0) - train_error(label)):+.1f}" for label in runs32))
 
 # %% [markdown]
-# The training error per epoch in float32 (coloured) beside the bfloat16 runs (grey), the same layout
-# as the figure above.
+# The training error per epoch in float32 (coloured: the mean over the seeds as a line, the lowest to
+# the highest seed as a band) beside the bfloat16 run (grey, seed 0), the same layout as the figure above.
 
 # %%
 if runs32:
@@ -1041,15 +1061,19 @@ if runs32:
     for ax, kind in zip(axes, ("plain", "ResNet")):
         for depth, style in (("20", "--"), ("56", "-")):
             label = f"{kind}-{depth}"
-            for source, colour, suffix in ((runs, "0.7", "bf16"), (runs32, None, "float32")):
-                history = source[label]["history"]
-                ax.plot([r["epoch"] for r in history], [100 * (1 - r["train_acc"]) for r in history], style,
-                        color=colour, label=f"{label}, {suffix}")
+            bf16_history = runs[label]["history"]
+            ax.plot([r["epoch"] for r in bf16_history], [100 * (1 - r["train_acc"]) for r in bf16_history], style,
+                    color="0.7", label=f"{label}, bf16 (seed 0)")
+            curves = np.array([[100 * (1 - r["train_acc"]) for r in by_seed[label][seed]["history"]] for seed in seeds])
+            epochs = np.arange(1, curves.shape[1] + 1)
+            line, = ax.plot(epochs, curves.mean(0), style, label=f"{label}, float32 ({len(seeds)} seeds)")
+            ax.fill_between(epochs, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set(title=f"{kind} networks", xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("training error (%)")
-    fig.suptitle("CIFAR-10 (JPEG copy), 10,000 training images, 15 epochs: float32 against bf16 autocast")
+    fig.suptitle(f"CIFAR-10 (JPEG copy), 10,000 training images, 15 epochs: float32 ({len(seeds)} seeds) "
+                 "against bf16 autocast")
     fig.tight_layout()
 else:
     print("the figure needs the four float32 runs")

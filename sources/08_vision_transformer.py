@@ -773,7 +773,7 @@ if len(recorded) == len(MODELS):
     same = min(vit["epochs"], resnet["epochs"])
     print(f"validation accuracy after {same} epochs: ViT {vit['history'][same - 1]['val_acc']:.1%}, "
           f"ResNet-56 {resnet['history'][same - 1]['val_acc']:.1%}")
-    vit_minutes, resnet_minutes = (r["provenance"]["wall_seconds"] / 60 for r in (vit, resnet))
+    vit_minutes, resnet_minutes = (reference.wall_minutes(r) for r in (vit, resnet))
     print("the two runs took about the same time (within 25 %):",
           abs(vit_minutes - resnet_minutes) <= 0.25 * max(vit_minutes, resnet_minutes))
 
