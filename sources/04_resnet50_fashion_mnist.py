@@ -86,14 +86,16 @@ print(cnncourse.describe_device())
 # ## What a real run costs
 #
 # Quick mode checks the code path. The real run (quick mode off: the article's network, ResNet-20 with
-# the article's settings and ResNet-20 with the course's recipe, 15 epochs each on all 60,000 training
-# images) needs:
+# the article's settings and ResNet-20 with the course's recipe, 15 epochs each on the 54,000 training
+# images left after holding out a tenth for validation) needs:
 #
 # * **download**: Fashion-MNIST's four `.gz` files, about 30.9 MB, once;
-# * **time on a CPU**: measured for two of the three runs, printed below, on 2-core CPUs: ResNet-20 on
-#   one CPU thread (two runs side by side), the article's network on two. The article's network was
-#   recorded for 10 epochs, so its time for 15 is scaled up (an extrapolation); the course's recipe was
-#   recorded with bfloat16 autocast, which the notebook uses only on a GPU;
+# * **time on a CPU**: measured for the three runs, printed below, on 2-core CPUs: ResNet-20 on one
+#   CPU thread (two runs side by side), the article's network on two. The article's network and
+#   ResNet-20 with its settings were recorded for 10 epochs (the latter in the 2 x 2 further down) and
+#   the two older runs on all 60,000 images, so the times are scaled to the real run's epochs and
+#   images (an extrapolation); the course's recipe was recorded with bfloat16 autocast, which the
+#   notebook uses only on a GPU;
 # * **time on a GPU**: not measured yet;
 # * **memory**: the images, each network's training state and checkpoint, computed below; the
 #   activations of a batch of 128 are not measured yet;
@@ -107,20 +109,22 @@ print(cnncourse.describe_device())
 
 # %%
 REAL_EPOCHS = 15   # EPOCHS and RECIPE_EPOCHS of the real run (the setup cell)
+REAL_IMAGES = 54_000   # the training images left after the validation hold-out
 RECORDED_RUNS = {"fmnist-article-resnet50": "the article's network and settings (the first run below)",
+                 "fmnist-2x2/resnet20-article-s0": "ResNet-20 with the article's settings (the second run below)",
                  "fmnist-resnet20": "ResNet-20, the course's recipe (the third run below)"}
 for name, what in RECORDED_RUNS.items():
     run = reference.load_result(name)
     prov = run["provenance"]
-    threads, minutes = prov["torch_threads"], prov["wall_seconds"] / 60
+    threads, minutes = prov["torch_threads"], reference.wall_minutes(run)
     print(f"{name}, {what}:")
     print(f"  {run['epochs']} epochs on {run['num_train_images']:,} images in {minutes:.1f} min on {threads} "
           f"thread{'s' if threads > 1 else ''} of a {prov['cpu_count']}-core CPU ({prov['cpu']}); "
           f"test accuracy {100 * run['test_accuracy']:.2f} %")
-    if run["epochs"] != REAL_EPOCHS:
-        print(f"  the real run's {REAL_EPOCHS} epochs: about {minutes * REAL_EPOCHS / run['epochs']:.0f} min "
-              "(extrapolated from the recorded epochs)")
-print("ResNet-20 with the article's settings (the second run below): not measured yet")
+    if (run["epochs"], run["num_train_images"]) != (REAL_EPOCHS, REAL_IMAGES):
+        scale = REAL_EPOCHS * REAL_IMAGES / (run["epochs"] * run["num_train_images"])
+        print(f"  the real run's {REAL_EPOCHS} epochs on {REAL_IMAGES:,} images: about {minutes * scale:.0f} min "
+              "(extrapolated from the recorded ones)")
 print("time on a GPU: not measured yet")
 fashion = dataset_info("fashion-mnist")
 with torch.device("meta"):
@@ -940,18 +944,19 @@ reference.recorded_figure("fmnist-resnet20", "confusion")
 # %% [markdown]
 # ### The 2 x 2: the architecture's share and the recipe's
 #
-# The two recorded runs above differ in the network, the recipe and the precision at once (the
-# ResNet-20 run used bf16 autocast), so their gap cannot be split between them. The 2 x 2 changes one
+# The two recorded runs above differ in the network, the recipe, the number of epochs (10 and 15) and
+# the precision at once (the ResNet-20 run used bf16 autocast), so their gap cannot be split between
+# them. The 2 x 2 changes one
 # thing at a time: {the article's ResNet-50, ResNet-20 with its small-image stem} x {the article's
 # recipe (Adam $10^{-3}$, batch 128, no augmentation, `Normalize(0.5, 0.5)`), the course's (SGD with
 # Nesterov momentum, one-cycle to 0.1, weight decay $5 \cdot 10^{-4}$, label smoothing 0.1, crops
-# and flips, batch 128)}, 10 epochs each, all in float32, a tenth of every class held out for
+# and flips, normalised with the data set's own mean and standard deviation, batch 128)}, 10 epochs each, all in float32, a tenth of every class held out for
 # validation (`bash results/run_experiments.sh DATA 2 fmnist-2x2`). The **architecture's share** is
 # the mean over the two recipes of ResNet-20's validation accuracy minus ResNet-50's; the
 # **recipe's share** the mean over the two networks of the course's recipe minus the article's. One
 # seed each, since the article's network costs 10-20 minutes an epoch on one thread of this course's
-# CPU (each run's minutes are printed below): in notebook 2, three seeds of one LeNet recipe ended
-# 1-4 points apart, so a gap of a point or two between two single runs settles nothing.
+# CPU (each run's minutes are printed below): in notebook 2, three seeds of each LeNet recipe ended
+# 1-4.5 points apart, so a gap of a point or two between two single runs settles nothing.
 
 # %%
 cells = reference.controlled()["fmnist-2x2"]["groups"]
@@ -1016,24 +1021,27 @@ if recorded:
 # What the four runs support (one seed each, the last epoch's validation accuracy, checked by the
 # lines printed above):
 #
-# * **The network matters more than the recipe here.** ResNet-20 ends above the article's ResNet-50
-#   with both recipes, and the article's network never reaches, in any epoch of either recipe, where
-#   ResNet-20 ends. The margin is small with the article's recipe (about a point and a half, no more
-#   than one seed can move) and large with the course's (over six points).
-# * **The course's recipe helps ResNet-20, not the article's network.** It adds about three points to
-#   ResNet-20 and, in this seed, costs the article's network nearly two. The recipe's effect depends
-#   on the network, so the single "recipe's share" printed above - under a point - averages a gain and
-#   a loss and says little. A recipe chosen for a small-image ResNet (one-cycle to a rate of 0.1,
-#   weight decay, crops, flips, label smoothing) is no free gain for a 26-million-parameter network
-#   whose last stages see 2x2 and 1x1 maps; why, these runs do not say.
+# * **On average over the four runs, the network matters more than the recipe.** ResNet-20 ends
+#   above the article's ResNet-50 with both recipes, and the article's network never reaches, in any
+#   epoch of either recipe, where ResNet-20 ends. The margin is small with the article's recipe (about
+#   a point and a half, no more than one seed can move) and large with the course's (over six points).
+# * **The course's recipe helped ResNet-20, and not the article's network.** It added about three
+#   points to ResNet-20 and, in this seed, cost the article's network nearly two. The recipe's effect
+#   seems to depend on the network, so the single "recipe's share" printed above - under a point -
+#   averages a clear gain with a change one seed cannot tell from zero, and says little. A recipe
+#   chosen for a small-image ResNet (one-cycle to a rate of 0.1, weight decay, crops, flips, label
+#   smoothing) was no gain here for a 26-million-parameter network whose last stages see 2x2 and 1x1
+#   maps; why, these runs do not say.
 # * **So most of the gap from the article's set-up to the course's is the architecture's**, about
-#   four of its four and a half points by the two shares; with an interaction this large, that split
-#   summarises these four runs rather than a law.
-# * **A single epoch is a noisy measurement.** Validation accuracy falls by as much as ten and a half
-#   points from one epoch to the next: ResNet-20 just after the one-cycle schedule's peak rate, the
-#   article's network in both recipes. With the article's constant rate even the last epoch is no calmer (ResNet-20 lost
-#   nearly two points in it), while one-cycle's rate has fallen almost to zero by then. More seeds
-#   would tighten every statement above; the small margin under the article's recipe most.
+#   four of its four and a half points by the two shares; since the recipe helped one network and
+#   not the other (an *interaction*, in the language of experimental design), that split summarises
+#   these four runs rather than a law.
+# * **A single epoch is a noisy measurement.** Validation accuracy can fall sharply from one epoch
+#   to the next: by ten and a half points for ResNet-20 in the epoch after the one-cycle rate peaked,
+#   by six and nearly eight for the article's network. With the article's constant rate even the last
+#   epoch can fall (ResNet-20 lost 1.7 points in it), while one-cycle's rate has come down almost to
+#   zero by then. More seeds would tighten every statement above; the small margin under the
+#   article's recipe most.
 
 # %% [markdown]
 # ## The trained network, computed here
@@ -1118,7 +1126,9 @@ for layer in ("layer1", "layer2", "layer3"):
 #   run is checked above against the article's figure and the course's goal.
 # * In a 2 x 2 of recorded runs (10 epochs, float32, one seed each), ResNet-20 ended above the
 #   article's network with both recipes, by a point and a half with the article's and by over six with
-#   the course's; the course's recipe helped ResNet-20 by about three points and not the article's
-#   network. Most of the gain is the architecture's, and the recipe's depends on the network.
+#   the course's; the course's recipe helped ResNet-20 by about three points and did not help the
+#   article's network (it ended 1.7 points lower, within one seed's noise). Of the four and a half
+#   points from the article's set-up to the course's, about four are the architecture's by the averaged
+#   shares, and the recipe's effect seems to depend on the network.
 #
 # Next: notebook 5 leaves 28-pixel images for 256-pixel galaxies, and VGG16.
