@@ -928,8 +928,9 @@ print(f"optimiser steps per run: {steps:,} (the paper: 64,000); the rate fell to
 
 # %% [markdown]
 # The first and the third statements hold; the second does **not**, and the two gaps - going from 20
-# to 56 layers adds 33.5 points of training error without shortcuts, 32.0 with them - are what matters. The deeper plain network does train worse, as the paper says - but
-# the deeper residual network trains worse too, by nearly as much. So this run does not show the
+# to 56 layers adds 33.5 points of training error without shortcuts, 32.0 with them - are what
+# matters. The deeper plain network does train worse, as the paper says - but the deeper residual
+# network trains worse too, by nearly as much. So this run does not show the
 # degradation problem as something the shortcuts cure. In a budget this short (about 1,200 steps,
 # with the rate cut tenfold half-way through) it cannot tell the degradation problem apart from a
 # plainer explanation: deeper networks, shortcuts or not, take more steps to get going, and had not
@@ -1010,9 +1011,14 @@ print("at 56 layers, the shortcuts keep bf16's gradients closer:", median["resne
 
 # %%
 FP32 = {label: name.replace("-s0", "-fp32") for label, name in DEGRADATION.items()}   # run prefix; -s<seed> each
-missing = [prefix for prefix in FP32.values() if not (reference.results_dir() / f"{prefix}-s0" / "metrics.json").exists()]
-runs32 = None if missing else {label: reference.seed_runs(prefix) for label, prefix in FP32.items()}
+runs32, missing = {}, []
+for label, prefix in FP32.items():
+    try:
+        runs32[label] = reference.seed_runs(prefix)
+    except FileNotFoundError:
+        missing.append(prefix)
 if missing:
+    runs32 = None
     print("float32 runs not recorded yet:", ", ".join(missing))
 else:
     by_seed = {label: {run["provenance"]["settings"]["seed"]: run for run in group} for label, group in runs32.items()}
@@ -1029,8 +1035,8 @@ else:
           "and bf16's seed 0")
     print(f"{'network':<10}" + "".join(f"{'seed ' + str(seed):>9}" for seed in seeds)
           + f"{'mean +- sd':>17}{'bf16 s0':>9}{'min/run':>9}")
-    for label in runs32:
-        errors = [100 * train_error32(label, seed) for seed in seeds]
+    errors32 = {label: [100 * train_error32(label, seed) for seed in seeds] for label in runs32}
+    for label, errors in errors32.items():
         spread = statistics.stdev(errors) if len(errors) > 1 else 0.0
         minutes = statistics.fmean(reference.wall_minutes(by_seed[label][seed]) for seed in seeds)
         print(f"{label:<10}" + "".join(f"{e:>9.2f}" for e in errors)
@@ -1047,14 +1053,12 @@ else:
         print(f"{kind}: going from 20 to 56 layers adds " + ", ".join(f"{c:.1f}" for c in costs)
               + f" points of training error (seeds {seeds})")
     saved = [depth_cost("plain", seed) - depth_cost("ResNet", seed) for seed in seeds]
-    print("points of that cost the shortcuts save, seed by seed:", ", ".join(f"{v:+.1f}" for v in saved),
-          f"(mean {statistics.fmean(saved):+.1f}, in bf16's seed 0 "
-          f"{100 * (train_error('plain-56') - train_error('plain-20') - train_error('ResNet-56') + train_error('ResNet-20')):+.1f})")
-    print("the shortcuts save part of the cost of depth in every seed:", all(v > 0 for v in saved))
     bf16_saved = 100 * (train_error("plain-56") - train_error("plain-20") - train_error("ResNet-56") + train_error("ResNet-20"))
+    print("points of that cost the shortcuts save, seed by seed:", ", ".join(f"{v:+.1f}" for v in saved),
+          f"(mean {statistics.fmean(saved):+.1f}, in bf16's seed 0 {bf16_saved:+.1f})")
+    print("the shortcuts save part of the cost of depth in every seed:", all(v > 0 for v in saved))
     print("bf16's seed-0 saving lies outside the float32 seeds' range:", not min(saved) <= bf16_saved <= max(saved))
-    for label in runs32:
-        errors = [100 * train_error32(label, seed) for seed in seeds]
+    for label, errors in errors32.items():
         print(f"{label}: bf16's seed-0 training error {100 * train_error(label):.2f} % is "
               f"{'inside' if min(errors) <= 100 * train_error(label) <= max(errors) else 'outside'} "
               f"the float32 seeds' range {min(errors):.2f}-{max(errors):.2f} %")

@@ -946,11 +946,11 @@ reference.recorded_figure("fmnist-resnet20", "confusion")
 #
 # The two recorded runs above differ in the network, the recipe, the number of epochs (10 and 15) and
 # the precision at once (the ResNet-20 run used bf16 autocast), so their gap cannot be split between
-# them. The 2 x 2 changes one
-# thing at a time: {the article's ResNet-50, ResNet-20 with its small-image stem} x {the article's
-# recipe (Adam $10^{-3}$, batch 128, no augmentation, `Normalize(0.5, 0.5)`), the course's (SGD with
-# Nesterov momentum, one-cycle to 0.1, weight decay $5 \cdot 10^{-4}$, label smoothing 0.1, crops
-# and flips, normalised with the data set's own mean and standard deviation, batch 128)}, 10 epochs each, all in float32, a tenth of every class held out for
+# them. The 2 x 2 changes one thing at a time: {the article's ResNet-50, ResNet-20 with its
+# small-image stem} x {the article's recipe (Adam $10^{-3}$, batch 128, no augmentation,
+# `Normalize(0.5, 0.5)`), the course's (SGD with Nesterov momentum, one-cycle to 0.1, weight decay
+# $5 \cdot 10^{-4}$, label smoothing 0.1, crops and flips, normalised with the data set's own mean and
+# standard deviation, batch 128)}, 10 epochs each, all in float32, a tenth of every class held out for
 # validation (`bash results/run_experiments.sh DATA 2 fmnist-2x2`). The **architecture's share** is
 # the mean over the two recipes of ResNet-20's validation accuracy minus ResNet-50's; the
 # **recipe's share** the mean over the two networks of the course's recipe minus the article's. One
@@ -980,7 +980,6 @@ if len(recorded) == len(cells):
     print(f"architecture's share: {100 * architecture:+.2f} points; recipe's share: {100 * recipe:+.2f} points "
           f"(of {100 * (r20_ours - r50_article):+.2f} from the article's set-up to ours)")
     print("the architecture's share is the larger:", abs(architecture) > abs(recipe))
-    finals = {label: recorded[label]["val_accuracy"] for label in cells}
     print("ResNet-20 ends above the article's network with both recipes:",
           r20_article > r50_article and r20_ours > r50_ours)
     print("the course's recipe raises ResNet-20's validation accuracy:", r20_ours > r20_article)
