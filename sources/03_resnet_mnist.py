@@ -911,9 +911,14 @@ def depth_panels(title, draw, legend_size=None):
     return axes
 
 
+def train_errors(history):
+    """A run's training error per epoch, in percent."""
+    return [100 * (1 - r["train_acc"]) for r in history]
+
+
 def error_curve(ax, history, style, **kwargs):
     """One run's training error per epoch."""
-    return ax.plot([r["epoch"] for r in history], [100 * (1 - r["train_acc"]) for r in history], style, **kwargs)[0]
+    return ax.plot([r["epoch"] for r in history], train_errors(history), style, **kwargs)[0]
 
 
 axes = depth_panels("CIFAR-10 (JPEG copy), 10,000 training images, 15 epochs: training error",
@@ -933,8 +938,12 @@ print("with shortcuts, 56 layers train better than without:", train_error("ResNe
 for kind in ("plain", "ResNet"):
     print(f"{kind}: going from 20 to 56 layers adds {100 * (train_error(f'{kind}-56') - train_error(f'{kind}-20')):.1f} "
           "points of training error")
-batch_size = runs["ResNet-56"]["provenance"]["settings"]["batch_size"]
-steps = runs["ResNet-56"]["epochs"] * -(-runs["ResNet-56"]["num_train_images"] // batch_size)
+def optimiser_steps(run):
+    """Optimiser steps of a recorded run: epochs x batches per epoch (the last batch may be partial)."""
+    return run["epochs"] * -(-run["num_train_images"] // run["provenance"]["settings"]["batch_size"])
+
+
+steps = optimiser_steps(runs["ResNet-56"])
 print(f"optimiser steps per run: {steps:,} (the paper: 64,000); the rate fell to 0.01 about half-way, near step {steps // 2:,}")
 
 # %% [markdown]
@@ -1084,7 +1093,7 @@ if runs32:
     def draw_seeds(ax, label, style):
         """bf16's seed 0 in grey; float32's mean over the seeds, with the lowest-to-highest band."""
         error_curve(ax, runs[label]["history"], style, color="0.7", label=f"{label}, bf16 (seed 0)")
-        curves = np.array([[100 * (1 - r["train_acc"]) for r in by_seed[label][seed]["history"]] for seed in seeds])
+        curves = np.array([train_errors(by_seed[label][seed]["history"]) for seed in seeds])
         epochs = np.arange(1, curves.shape[1] + 1)
         line, = ax.plot(epochs, curves.mean(0), style, label=f"{label}, float32 ({len(seeds)} seeds)")
         ax.fill_between(epochs, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
@@ -1141,12 +1150,11 @@ else:
 
     assert len({len(r["history"]) for r in runs_long.values()}) == 1, "the four runs should share their epochs"
     assert not any(r["interrupted"] for r in runs_long.values()), "a run was cut short: resume it"
-    history56 = runs_long["ResNet-56"]["history"]   # the epochs after which the rate fell (all four share them)
-    falls = [r["epoch"] - 0.5 for before, r in zip(history56, history56[1:]) if r["lr"] < before["lr"]]
+    history56 = runs_long["ResNet-56"]["history"]   # the last epoch at each rate but the final one (shared by all four)
+    rate_ends = [before["epoch"] for before, r in zip(history56, history56[1:]) if r["lr"] < before["lr"]]
     run = runs_long["ResNet-56"]
-    steps_long = run["epochs"] * -(-run["num_train_images"] // run["provenance"]["settings"]["batch_size"])
-    print(f"{run['num_train_images']:,} training images, {run['epochs']} epochs, {steps_long:,} steps per run "
-          f"(the 15-epoch runs: {steps:,})")
+    print(f"{run['num_train_images']:,} training images, {run['epochs']} epochs, "
+          f"{optimiser_steps(run):,} steps per run (the 15-epoch runs: {steps:,})")
     print(f"{'network':<10} {'train error %':>14} {'validation error %':>19} {'test error %':>13} {'minutes':>8}")
     for label, run in runs_long.items():
         print(f"{label:<10} {100 * train_error_long(label):>14.2f} {100 * (1 - run['history'][-1]['val_acc']):>19.2f} "
@@ -1167,7 +1175,7 @@ else:
     print(f"points of that cost the shortcuts save: {saved_long:+.1f}"
           + (f" (15 epochs, float32: {min(saved):+.1f} to {max(saved):+.1f})" if runs32 else ""))
     for label, run in runs_long.items():   # how much the last, lowest rate still achieved
-        first = next(r for r in run["history"] if r["lr"] == run["history"][-1]["lr"])
+        first = run["history"][rate_ends[-1]]   # the first epoch at the last rate
         print(f"{label}: training error from epoch {first['epoch']} (the first at the last rate) to the end: "
               f"{100 * (first['train_acc'] - run['history'][-1]['train_acc']):+.1f} points")
 
@@ -1176,13 +1184,18 @@ else:
 # dotted lines mark where the rate fell tenfold.
 
 # %%
+def mark_rate_falls(ax):
+    """A dotted line between the last epoch at each rate and the first at the next."""
+    for end in rate_ends:
+        ax.axvline(end + 0.5, color="0.6", linewidth=0.8, linestyle=":")
+
+
 if runs_long:
     axes = depth_panels(f"CIFAR-10 (JPEG copy), {runs_long['ResNet-56']['num_train_images']:,} training images, "
                         f"{len(history56)} epochs, float32, seed 0: training error",
                         lambda ax, label, style: error_curve(ax, runs_long[label]["history"], style, label=label))
     for ax in axes:
-        for epoch in falls:
-            ax.axvline(epoch, color="0.6", linewidth=0.8, linestyle=":")
+        mark_rate_falls(ax)
 else:
     print("the figure needs the four longer runs")
 
@@ -1193,13 +1206,13 @@ else:
 # %%
 def depth_gap(kind):
     """Points of training error the 56-layer network is behind the 20-layer one, epoch by epoch."""
-    deep, shallow = runs_long[f"{kind}-56"]["history"], runs_long[f"{kind}-20"]["history"]
-    return [100 * (s["train_acc"] - d["train_acc"]) for d, s in zip(deep, shallow)]
+    deep, shallow = (train_errors(runs_long[f"{kind}-{depth}"]["history"]) for depth in ("56", "20"))
+    return [d - s for d, s in zip(deep, shallow)]
 
 
 if runs_long:
     gaps = {kind: depth_gap(kind) for kind in ("plain", "ResNet")}
-    ends = [int(epoch - 0.5) for epoch in falls] + [len(gaps["ResNet"])]   # the last epoch at each rate
+    ends = rate_ends + [len(gaps["ResNet"])]   # the last epoch at each rate
     for kind, gap in gaps.items():
         print(f"{kind}: 56 layers behind 20 by " + ", ".join(f"{gap[e - 1]:+.1f} at epoch {e}" for e in ends)
               + f"; the most: {max(gap):+.1f} at epoch {gap.index(max(gap)) + 1}")
@@ -1208,8 +1221,7 @@ if runs_long:
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for kind, gap in gaps.items():
         ax.plot(range(1, len(gap) + 1), gap, label=f"{kind}-56 minus {kind}-20")
-    for epoch in falls:
-        ax.axvline(epoch, color="0.6", linewidth=0.8, linestyle=":")
+    mark_rate_falls(ax)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set(xlabel="epoch", ylabel="points of training error",
            title=f"What 56 layers cost against 20 ({len(gaps['ResNet'])}-epoch runs, seed 0)")
