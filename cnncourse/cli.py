@@ -50,6 +50,10 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse, but a wrong option ends in two short lines instead of the whole (long) usage text."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --epoch is not --epochs: a typo is an error, not a guess
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: {message}\n(see `{self.prog} --help`)\n")
 
@@ -77,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue from DIR/checkpoint.pt with the settings saved in DIR/run.json; only "
                           f"{', '.join('--' + n.replace('_', '-') for n in RESUMABLE)} may be given again "
                           "(more --epochs continues training, except with a schedule)")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace the run DIR holds (deletes only a run's files: run.json, checkpoint.pt, "
+                          "metrics.json, model.pt and the plots); without it a folder holding a run is refused")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
     out.add_argument("--debug", action="store_true",
                      help="show Python tracebacks for errors (also CNNCOURSE_DEBUG=1)")
@@ -89,13 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: cnncourse speedrun --seed 0 --out results/speedrun-mnist/recipe-s0")
     speed.add_argument("--task", choices=("mnist", "cifar10"), default="mnist")
     speed.add_argument("--seed", type=int, default=0)
+    speed.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                       help="hold out this fraction of every class of the training set for validation (CIFAR-10: "
+                            "default 0, train on all 50,000 images; MNIST: always 0.1)")
+    speed.add_argument("--val-seed", type=int, default=0, metavar="K",
+                       help="seed of the validation hold-out (default 0, the same for every --seed)")
     speed.add_argument("--without", metavar="TRICK", default=None,
                        help="remove one trick of the MNIST recipe, by its name in cnncourse.speedrun.TRICKS, "
                             "e.g. 'BatchNorm' (a wrong name lists them)")
     speed.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     speed.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     speed.add_argument("--data-root", metavar="DIR", default=None, help="the data folder (as for train)")
+    speed.add_argument("--data", metavar="PATH", default=None,
+                       help="CIFAR-10 as an image folder (train/ and test/, one sub-folder per class), absolute "
+                            "or relative to the data folder (default: CIFAR-10's own files in the data folder)")
     speed.add_argument("--out", metavar="DIR", required=True, help="output folder for metrics.json")
+    speed.add_argument("--overwrite", action="store_true", help="replace the metrics.json DIR holds")
     speed.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     commands.add_parser("models", help="list the models", description="List the model names for --model "
@@ -201,18 +217,22 @@ def _write_json(path: Path, payload: dict) -> None:
     atomic_write(path, json.dumps(payload, indent=2, default=str).encode())
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an --out that is a file or cannot be written, before any data is loaded."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is an existing file, not a folder: choose another --out DIR")
+def _claim_out(out: Path, resume: bool, overwrite: bool, names=None, command: str = "cnncourse train") -> None:
+    """Make ``out`` this run's folder (cnncourse.runfolder), before any data is loaded: a folder holding
+    another run, or one another process is writing into, is refused. Under torchrun only rank 0 claims it."""
+    from cnncourse.runfolder import RUN_FILES, RunFolderError, claim_run_folder
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"--out {out} cannot be written ({error.strerror or error}): choose a folder you can "
-                         "write to with --out DIR") from None
+        claim_run_folder(out, resume=resume, overwrite=overwrite, names=names or RUN_FILES, command=command)
+    except RunFolderError as error:
+        raise UsageError(str(error)) from None
+
+
+def _data_source(config: TrainConfig) -> str:
+    """What the loaders read for --data: see cnncourse.data.resolve_data."""
+    from cnncourse.data import resolve_data
+    return resolve_data(config.data, config.data_root)
 
 
 def _resolve(given: dict) -> Tuple[TrainConfig, Path, Optional[dict]]:
@@ -221,13 +241,15 @@ def _resolve(given: dict) -> Tuple[TrainConfig, Path, Optional[dict]]:
     With --resume, the settings come from DIR/run.json and the length from the checkpoint; an option
     given again that would change what is trained is refused, before anything is written."""
     resume, out = given.pop("resume", False), given.pop("out", None)
-    for key in ("no_progress", "debug"):
+    for key in ("no_progress", "debug", "overwrite"):
         given.pop(key, None)
     if not resume:
         config = TrainConfig.from_dict(given)
         if not config.model or not config.data:
             raise UsageError("train needs --model and --data (e.g. --model lenet --data cifar10); "
                              "see `cnncourse models` and `cnncourse datasets`")
+        from cnncourse.data import portable_data_name
+        config.data = portable_data_name(config.data, config.data_root)
         return config, Path(out) if out else Path("runs") / f"{config.model}-{Path(str(config.data)).name}", None
     if out is None:
         raise UsageError("--resume needs --out DIR (the folder of the run to continue)")
@@ -255,10 +277,29 @@ def _resolve(given: dict) -> Tuple[TrainConfig, Path, Optional[dict]]:
                          + "; ".join(changed) + ". Start a new run (another --out) to change them; only "
                          + ", ".join("--" + n.replace("_", "-") for n in RESUMABLE) + " may be given again")
     config.epochs = int(state.get("epochs", config.resolved_epochs()))
+    if "epochs" in given and isinstance(given["epochs"], int) and given["epochs"] < state["epoch"]:
+        raise UsageError(f"--epochs {given['epochs']} is fewer than the {state['epoch']} epoch(s) {out} has "
+                         f"already trained: a resume can only train longer (--epochs {state['epoch']} or more); "
+                         "start a new run (another --out) for a shorter one")
     for key in RESUMABLE:
         if key in given:
             setattr(config, key, given[key])
     return config, out, state
+
+
+def _started_with(out: Path, config: TrainConfig) -> int:
+    """The epochs a resumed run was first started with (its run.json says; older records: its settings)."""
+    try:
+        record = json.loads((out / "run.json").read_text())
+        return int(record.get("epochs_started_with", record["settings"]["epochs"] or config.resolved_epochs()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return config.resolved_epochs()
+
+
+def _rerun(config: TrainConfig, out: Path) -> str:
+    """The command that starts this run again in ``out`` (its files replaced), with this machine's data folder."""
+    command = config.command(str(out)).replace(" --out ", " --overwrite --out ", 1)
+    return command + (f" --data-root {shlex.quote(str(config.data_root))}" if config.data_root else "")
 
 
 def _build_data(config: TrainConfig, device, seed: int):
@@ -267,16 +308,18 @@ def _build_data(config: TrainConfig, device, seed: int):
     from cnncourse.data import default_transform, get_dataset, make_loader
     from cnncourse.fastdata import fast_loaders
 
-    name, size = config.data, config.image_size
+    name, size = _data_source(config), config.image_size
     info = _data_info(name)
     if config.loader == "fast":
         loaders = fast_loaders(name, batch_size=config.batch_size, augment=config.augment, image_size=size,
                                device=device, seed=seed, root=config.data_root, channels_last=config.channels_last,
-                               preset=config.preset, val_fraction=config.val_fraction, subset=config.train_subset)
+                               preset=config.preset, val_fraction=config.val_fraction, subset=config.train_subset,
+                               val_seed=config.data_seed())
         train, val, test = loaders if len(loaders) == 3 else (loaders[0], None, loaders[1])
         return train, val, test, train.classes or list(info.classes), info
     splits = ("train", "val", "test") if config.val_fraction else ("train", "test")
-    datasets = [get_dataset(name, split, root=config.data_root, seed=seed, val_fraction=config.val_fraction,
+    datasets = [get_dataset(name, split, root=config.data_root, seed=config.data_seed(),
+                            val_fraction=config.val_fraction,
                             subset=config.train_subset if split == "train" else None,
                             transform=default_transform(name, train=split == "train", augment=config.augment,
                                                         image_size=size, preset=config.preset, seed=seed))
@@ -310,7 +353,7 @@ def _data_info(name: str):
 def _check_names(config: TrainConfig) -> None:
     from cnncourse.data import DATASETS, is_known_name
     from cnncourse.models import MODELS, canonical_model_name
-    data = str(config.data)
+    data = _data_source(config)
     if not is_known_name(data) and not Path(data).expanduser().is_dir():
         raise UsageError(f"unknown data set {data!r}; known: {', '.join(DATASETS)}, or the path of an image "
                          "folder (one sub-folder per class, optionally inside train/ and test/)")
@@ -366,13 +409,24 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     given = vars(args).copy()
     given.pop("command", None)
     progress = not given.get("no_progress", False)
+    if given.get("resume") and given.get("overwrite"):
+        raise UsageError("--resume continues the run in --out and --overwrite deletes it: give one of them")
+    overwrite = bool(given.get("overwrite", False))
     config, out, resumed_state = _resolve(given)
     _check_names(config)
     try:
         config.validate()
     except ValueError as error:
         raise UsageError(str(error)) from None
-    _check_out(out)
+    _claim_out(out, resume=resumed_state is not None, overwrite=overwrite)
+    try:
+        return _train(config, out, resumed_state, progress, argv)
+    finally:
+        from cnncourse.runfolder import release
+        release(out)
+
+
+def _train(config: TrainConfig, out: Path, resumed_state: Optional[dict], progress: bool, argv: Sequence[str]) -> int:
     started, git = time.time(), git_commit(out)
 
     from cnncourse import config as course_config
@@ -394,7 +448,9 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     image_size = _image_size(test)
     model = _build_model(config, info, image_size)
     resumed_from = int(resumed_state["epoch"]) if resumed_state is not None else 0
-    run_record = {"settings": config.to_dict(), "command": config.command(str(out))}
+    run_record = {"settings": config.to_dict(), "command": config.command(str(out)),
+                  "epochs_started_with": _started_with(out, config) if resumed_state is not None
+                  else config.resolved_epochs()}
     if rank == 0:
         if resumed_state is None:
             _write_json(out / "run.json", run_record)
@@ -426,12 +482,18 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "image_size": image_size, "classes": list(classes), "interrupted": history.interrupted,
         "history": history.to_list(),
         "weights": None if history.interrupted else _save_weights(out, model),
-        "provenance": _provenance(argv, config, out, device, started, resumed_from, git, world),
+        "provenance": {**_provenance(argv, config, out, device, started, resumed_from, git, world),
+                       "epochs_started_with": run_record["epochs_started_with"],
+                       "epochs_resumed_to": config.resolved_epochs() if resumed_state is not None else None},
     }
     _write_json(out / "metrics.json", metrics)  # first: a failing plot must not lose the run
     if history.interrupted:
-        print(f"cnncourse train: interrupted; {out / 'checkpoint.pt'} holds epoch {len(history)}; continue with: "
-              f"cnncourse train --out {out} --resume", file=sys.stderr)
+        if (out / "checkpoint.pt").exists():
+            print(f"cnncourse train: interrupted; {out / 'checkpoint.pt'} holds epoch {len(history)}; continue "
+                  f"with: cnncourse train --out {out} --resume", file=sys.stderr)
+        else:
+            print(f"cnncourse train: interrupted before the first epoch ended, so there is no checkpoint to "
+                  f"resume; start again with: {_rerun(config, out)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     figures = _save_figures(out, history, history.predictions, classes, f"{config.model} on {info.title}")
     accuracy, held = metrics["test_accuracy"], metrics["val_accuracy"]
@@ -454,20 +516,52 @@ def speedrun_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise UsageError(f"--without {args.without!r}: choose one of {', '.join(map(repr, speedrun.TRICKS))} "
                              "(MNIST only)")
         changes.update(speedrun.TRICKS[args.without][1])
-    _check_out(Path(args.out))
-    if args.task == "mnist":
-        result = speedrun.speedrun_mnist(seed=args.seed, root=args.data_root, progress=not args.no_progress,
-                                         **changes)
-        result["removed_trick"] = args.without
-    else:
-        result = speedrun.speedrun_cifar10(seed=args.seed, root=args.data_root, progress=not args.no_progress,
-                                           **changes)
-    result["quick_mode"] = _quick()
-    command = "cnncourse speedrun " + " ".join(shlex.quote(a) for a in argv[1:] if a != "--no-progress")
-    path = speedrun.record(result, args.out, command)
+    if args.task == "mnist" and (args.data is not None or args.val_fraction is not None):
+        raise UsageError("--data and --val-fraction apply to --task cifar10 (MNIST's speedrun always reads MNIST "
+                         "and holds out 10 %)")
+    for name, value, high in (("--seed", args.seed, 2**63 - 1), ("--val-seed", args.val_seed, 2**63 - 1),
+                              ("--epochs", args.epochs, 10_000)):
+        if value is not None and not 0 <= value <= high:
+            raise UsageError(f"{name} must be within 0..{high:,}; got {value}")
+    if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:
+        raise UsageError(f"--val-fraction must be in [0, 1), e.g. 0.1; got {args.val_fraction}")
+    out = Path(args.out)
+    _claim_out(out, resume=False, overwrite=args.overwrite, names=("metrics.json",), command="cnncourse speedrun")
+    try:
+        if args.task == "mnist":
+            result = speedrun.speedrun_mnist(seed=args.seed, root=args.data_root, progress=not args.no_progress,
+                                             **changes)
+            result["removed_trick"] = args.without
+        else:
+            from cnncourse.data import portable_data_name, resolve_data
+            data = None if args.data is None else resolve_data(args.data, args.data_root)
+            if data is not None and not Path(data).is_dir():
+                raise UsageError(f"--data {args.data}: no such folder, nor inside the data folder; give an image "
+                                 "folder with train/ and test/ (e.g. the CIFAR-10 JPEG copy)")
+            result = speedrun.speedrun_cifar10(seed=args.seed, root=args.data_root, progress=not args.no_progress,
+                                               data=data, val_fraction=args.val_fraction or 0.0,
+                                               val_seed=args.val_seed, **changes)
+            result["data"] = "cifar10" if data is None else portable_data_name(data, args.data_root)
+        result["quick_mode"] = _quick()
+        path = speedrun.record(result, out, _speedrun_command(args, result.get("data")))
+    finally:
+        from cnncourse.runfolder import release
+        release(out)
     print(f"cnncourse speedrun: {result['train_seconds']:.1f} s of training, test accuracy "
           f"{100 * result['test_accuracy']:.2f} %; wrote {path}", file=sys.stderr)
     return 0
+
+
+def _speedrun_command(args: argparse.Namespace, data: Optional[str]) -> str:
+    """The command that re-runs a speedrun on any machine: no --threads, --data-root or absolute data path."""
+    parts = ["cnncourse", "speedrun", "--task", args.task, "--seed", str(args.seed)]
+    for flag, value in (("--without", args.without), ("--epochs", args.epochs),
+                        ("--data", data if data not in (None, "cifar10") else None),
+                        ("--val-fraction", args.val_fraction or None),
+                        ("--val-seed", args.val_seed if args.val_fraction else None)):
+        if value is not None:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts + ["--out", str(args.out)])
 
 
 def _quick() -> bool:

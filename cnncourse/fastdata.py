@@ -326,7 +326,7 @@ def fast_loaders(name: str, batch_size: int = 64, augment: Union[bool, str, None
                  root=None, download: bool = True, test_batch_size: Optional[int] = None,
                  drop_last: bool = False, channels_last: bool = False, preset: str = "course",
                  recipe=None, rank: int = 0, world_size: int = 1, val_fraction: float = 0.0,
-                 subset: Optional[int] = None) -> Tuple[TensorLoader, ...]:
+                 subset: Optional[int] = None, val_seed: Optional[int] = None) -> Tuple[TensorLoader, ...]:
     """Train and test :class:`TensorLoader` for a course data set or an image folder; with
     ``val_fraction > 0``, (train, val, test): a seeded stratified hold-out of the training split.
 
@@ -337,8 +337,9 @@ def fast_loaders(name: str, batch_size: int = 64, augment: Union[bool, str, None
     ``recipe`` overrides it. A string ``augment`` names one of :data:`AUGMENTATIONS` instead. The
     test loader is never shuffled or augmented and uses batches of ``test_batch_size`` (default:
     twice ``batch_size``, at least 256); the validation loader is built the same way.
-    ``subset``: about that many training images, stratified. ``rank``/``world_size`` shard the
-    loaders (see :class:`TensorLoader`).
+    ``subset``: about that many training images, stratified. ``val_seed`` seeds the hold-out and the
+    subset (default: ``seed``, which also seeds shuffling and augmentation): keep it fixed to vary the
+    training and not the held-out images. ``rank``/``world_size`` shard the loaders (see :class:`TensorLoader`).
     """
     try:
         from cnncourse.data import data_recipe, get_dataset, is_known_name, pixel_statistics, to_tensors
@@ -352,7 +353,8 @@ def fast_loaders(name: str, batch_size: int = 64, augment: Union[bool, str, None
     splits = ("train", "val", "test") if val_fraction else ("train", "test")
     for split in splits:
         dataset = get_dataset(name, split=split, root=root, transform=None, download=download,
-                              image_size=image_size, seed=seed, val_fraction=val_fraction,
+                              image_size=image_size, seed=seed if val_seed is None else val_seed,
+                              val_fraction=val_fraction,
                               subset=subset if split == "train" else None)
         loaded.append((dataset, *to_tensors(dataset, image_size=image_size)))
     (train_set, train_x, train_y), (test_set, test_x, test_y) = loaded[0], loaded[-1]

@@ -15,6 +15,15 @@ QUICK_EPOCHS, FULL_EPOCHS = 1, 10
 
 # Settings that may be given again with --resume: they change where and how fast, not what is trained.
 RESUMABLE = ("epochs", "device", "threads", "workers", "data_root")
+# Settings of the machine, not of the experiment: a recorded command leaves them out, so that it re-runs
+# elsewhere (the full argv stays in the provenance).
+MACHINE_SETTINGS = ("threads", "workers", "data_root")
+# Bounds beyond which a value is a typo, not an experiment (each with its reason for the message).
+LIMITS = {"image_size": (1024, "larger images need more memory than a course run can use (1024 px is 16x "
+                                "ImageNet's usual 224 px in pixels)"),
+          "batch_size": (65_536, "no course data set needs batches beyond 65,536 images"),
+          "epochs": (10_000, "more than 10,000 epochs is a typo for a course run"),
+          "seed": (2**63 - 1, "torch seeds are 64-bit")}
 
 
 def _opt(help: str, group: str = "how to train", short: Optional[str] = None, choices=None, metavar=None):
@@ -42,6 +51,10 @@ class TrainConfig:
         "hold out this fraction of every class of the training set (seeded) for validation: evaluated after "
         "every epoch, the test set only after the last (choose recipes and epochs on validation)", "what to train",
         metavar="F"))
+    val_seed: Optional[int] = field(default=None, metadata=_opt(
+        "seed of the validation hold-out and of --train-subset's draw (default: --seed); keep it fixed, e.g. 0, "
+        "when comparing seeds, so that the seeds vary the training and not the images held out", "what to train",
+        metavar="K"))
     train_subset: Optional[int] = field(default=None, metadata=_opt(
         "train on about N images, a seeded stratified subset of the training set (short experiments)",
         "what to train", metavar="N"))
@@ -102,6 +115,10 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def data_seed(self) -> int:
+        """The seed of the hold-out and the subset: --val-seed, else --seed."""
+        return self.seed if self.val_seed is None else self.val_seed
+
     def resolved_epochs(self) -> int:
         return self.epochs if self.epochs is not None else (QUICK_EPOCHS if self.quick else FULL_EPOCHS)
 
@@ -121,10 +138,15 @@ class TrainConfig:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must be in [0, 1), e.g. 0.1; got {self.val_fraction}")
         for name, low in (("batch_size", 1), ("image_size", 1), ("threads", 1), ("workers", 0),
-                          ("train_subset", 1)):
+                          ("train_subset", 1), ("seed", 0), ("val_seed", 0)):
             value = getattr(self, name)
             if value is not None and value < low:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least {low}; got {value}")
+        for name, (high, reason) in LIMITS.items():
+            for key in (name, "val_seed") if name == "seed" else (name,):
+                value = getattr(self, key)
+                if value is not None and value > high:
+                    raise ValueError(f"--{key.replace('_', '-')} must be at most {high:,} ({reason}); got {value:,}")
         try:
             check_options(**self.fit_kwargs())
         except ValueError as error:
@@ -161,7 +183,7 @@ class TrainConfig:
                  "--epochs", str(self.resolved_epochs())]
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("model", "data", "epochs") or value == f.default:
+            if f.name in ("model", "data", "epochs") + MACHINE_SETTINGS or value == f.default:
                 continue
             flag = "--" + f.name.replace("_", "-")
             if isinstance(value, bool):

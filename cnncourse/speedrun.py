@@ -320,7 +320,7 @@ def _low_precision(device: torch.device) -> Optional[torch.dtype]:
 def speedrun_cifar10(epochs: int = 10, batch_size: int = 1024, lr: float = 0.4, momentum: float = 0.9,
                      weight_decay: float = 5e-4, label_smoothing: float = 0.2, widths=(64, 256, 256),
                      seed: int = 0, root=None, device=None, val_fraction: float = 0.0,
-                     progress: bool = False) -> Dict[str, Any]:
+                     progress: bool = False, data=None, val_seed: int = 0) -> Dict[str, Any]:
     """Train :func:`airbench_net` on CIFAR-10 with the airbench pieces; return seconds and accuracies
     (with and without test-time flips). On a GPU the data live there in half precision (the autocast
     dtype of :func:`_low_precision`; float16 gets a gradient scaler); on a CPU in float32.
@@ -328,7 +328,9 @@ def speedrun_cifar10(epochs: int = 10, batch_size: int = 1024, lr: float = 0.4, 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     from cnncourse.data import get_dataset, to_tensors
     splits = ("train", "val", "test") if val_fraction else ("train", "test")
-    data = {s: to_tensors(get_dataset("cifar10", s, root=root, val_fraction=val_fraction, seed=seed)) for s in splits}
+    source = "cifar10" if data is None else data  # an image-folder copy (train/, test/) may stand in for CIFAR-10
+    data = {s: to_tensors(get_dataset(source, s, root=root, val_fraction=val_fraction, seed=val_seed))
+            for s in splits}
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     amp = _low_precision(device)
     storage = amp if device.type == "cuda" else torch.float32
@@ -409,5 +411,6 @@ def record(result: Dict[str, Any], out, command: str) -> Path:
         "git_commit": git["commit"], "git_dirty": git["dirty"],
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     path = out / "metrics.json"
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    from cnncourse.checkpointing import atomic_write
+    atomic_write(path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
     return path

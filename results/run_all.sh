@@ -9,15 +9,16 @@
 set -euo pipefail
 data=${1:?usage: bash results/run_all.sh DATA_FOLDER}
 cd "$(dirname "$0")/.."
-run() { name=$1; shift; cnncourse train "$@" --threads "${THREADS:-1}" --out "results/$name" --no-progress && rm -f "results/$name/checkpoint.pt"; }
+# A folder that holds a recorded run is refused (cnncourse train never overwrites a run): OVERWRITE=1 replaces them.
+run() { name=$1; shift; cnncourse train "$@" --threads "${THREADS:-1}" ${OVERWRITE:+--overwrite} --out "results/$name" --no-progress && rm -f "results/$name/checkpoint.pt"; }
 
 run mnist-resnet20 --model resnet20 --data mnist --data-root "$data" --epochs 3 --batch-size 128 \
     --optimizer adamw --lr 3e-3 --weight-decay 0.05 --schedule onecycle --augment --channels-last
 run fmnist-resnet20 --model resnet20 --data fashion-mnist --data-root "$data" --epochs 15 --batch-size 128 \
     --optimizer sgd --lr 0.1 --weight-decay 5e-4 --schedule onecycle --label-smoothing 0.1 --augment --channels-last --amp bf16
-run cifar10-lenet-article --model lenet --data "$data/cifar10-jpeg" --epochs 10 --batch-size 64 \
+run cifar10-lenet-article --model lenet --data cifar10-jpeg --data-root "$data" --epochs 10 --batch-size 64 \
     --optimizer adam --lr 0.01
-run cifar10-lenet-improved --model lenet --data "$data/cifar10-jpeg" --epochs 10 --batch-size 64 \
+run cifar10-lenet-improved --model lenet --data cifar10-jpeg --data-root "$data" --epochs 10 --batch-size 64 \
     --optimizer adamw --lr 3e-3 --weight-decay 0.05 --schedule onecycle
 run galaxy10-vgg16-quick --model vgg16 --data galaxy10 --quick --image-size 64 --epochs 3 --batch-size 30 \
     --optimizer sgd --lr 0.01

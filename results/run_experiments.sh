@@ -2,20 +2,37 @@
 # The controlled experiments of the notebooks: each compares runs that change one thing.
 # DATA: the data folder of results/run_all.sh (MNIST/, FashionMNIST/, cifar10-jpeg/{train,test}/).
 # Usage: bash results/run_experiments.sh DATA [JOBS [PART...]]
-#   JOBS runs side by side, one thread each (default 2); PART: ladder, degradation, degradation-fp32,
+#   JOBS runs side by side, one thread each (default 2); PART: reference, ladder, degradation, degradation-fp32,
 #   degradation-long, fmnist-2x2, vgg-lr, vit-vs-resnet (default: all, in that order).
 # Every run holds out 10 % of each class of the training set (--val-fraction 0.1): the notebooks
 # compare validation accuracy; the test set is evaluated once, after the last epoch.
 # LIST=1 bash results/run_experiments.sh DATA [JOBS [PART...]] prints the runs (NAME OPTIONS...) and runs none.
 # Runs already recorded (metrics.json present) are skipped and interrupted ones resume from their
-# checkpoint, so a batch cut short by a session limit continues where it stopped.
+# checkpoint, so a batch cut short by a session limit continues where it stopped; a run killed before
+# its first checkpoint starts again (--overwrite replaces its run.json, nothing else). Recorded commands
+# name the CIFAR-10 copy by its folder inside DATA (--data cifar10-jpeg --data-root DATA).
 set -euo pipefail
 data=${1:?usage: bash results/run_experiments.sh DATA_FOLDER [JOBS]}
 jobs=${2:-2}
 parts=("${@:3}")
-[ ${#parts[@]} -eq 0 ] && parts=(ladder degradation degradation-fp32 degradation-long fmnist-2x2 vgg-lr vit-vs-resnet)
+[ ${#parts[@]} -eq 0 ] && parts=(reference ladder degradation degradation-fp32 degradation-long fmnist-2x2 vgg-lr vit-vs-resnet)
 cd "$(dirname "$0")/.."
-cifar="$data/cifar10-jpeg"
+cifar="cifar10-jpeg --data-root $data"
+
+reference() {
+  # README's reference runs (issue 26), by the course's rule: 10 % of every class held out, the same
+  # images for every seed (--val-seed 0), so that the seeds vary the training and not the hold-out; the
+  # recipe fixed before these runs; the test set read once, after the last epoch. MNIST: the course's
+  # recipe of results/mnist-resnet20 (3 epochs). LeNet: rung 4 of the validation ladder, the best rung
+  # on validation (AdamW, one-cycle, crops and flips). Seed 0 keeps its weights (shipped).
+  local hold="--val-fraction 0.1 --val-seed 0"
+  for seed in 0 1 2; do
+    echo "reference-mnist/resnet20-s$seed --model resnet20 --data mnist --data-root $data --epochs 3 --batch-size 128 --optimizer adamw --lr 3e-3 --weight-decay 0.05 --schedule onecycle --augment --channels-last $hold --seed $seed"
+  done
+  for seed in 0 1 2; do
+    echo "reference-lenet/improved-s$seed --model lenet --data $cifar --epochs 10 --batch-size 64 --preset course --optimizer adamw --lr 3e-3 --weight-decay 0.05 --schedule onecycle --augment $hold --seed $seed"
+  done
+}
 
 ladder() {
   # Notebook 2: LeNet on CIFAR-10 (JPEG copy), the article's recipe to ours, one change per rung,
@@ -108,10 +125,10 @@ vit_vs_resnet() {
 commands() {
   for part in "${parts[@]}"; do
     case $part in
-      ladder) ladder ;; degradation) degradation ;; degradation-fp32) degradation_fp32 ;; degradation-long) degradation_long ;;
+      reference) reference ;; ladder) ladder ;; degradation) degradation ;; degradation-fp32) degradation_fp32 ;; degradation-long) degradation_long ;;
       fmnist-2x2) fmnist_2x2 ;; vgg-lr) vgg_lr ;;
       vit-vs-resnet) vit_vs_resnet ;;
-      *) echo "unknown part $part (ladder, degradation, degradation-fp32, degradation-long, fmnist-2x2, vgg-lr, vit-vs-resnet)" >&2; exit 2 ;;
+      *) echo "unknown part $part (reference, ladder, degradation, degradation-fp32, degradation-long, fmnist-2x2, vgg-lr, vit-vs-resnet)" >&2; exit 2 ;;
     esac
   done
 }
@@ -121,6 +138,8 @@ run() {
   [ -f "results/$name/metrics.json" ] && { echo "skip $name (recorded)"; return 0; }
   if [ -f "results/$name/checkpoint.pt" ]; then   # an interrupted run continues from its last epoch
     set -- --resume --threads 1
+  elif [ -f "results/$name/run.json" ]; then       # killed before its first checkpoint: start again
+    set -- "$@" --threads 1 --overwrite
   else
     set -- "$@" --threads 1
   fi
@@ -128,10 +147,11 @@ run() {
   rm -f "results/$name/checkpoint.pt" "results/$name.log"
   case $name in
     vit-vs-resnet/*) ;;   # kept: notebook 8 draws attention maps and Grad-CAM from the trained weights
+    reference-*/*-s0) rm -f "results/$name"/*.png ;;   # seed 0's weights ship
     *) rm -f "results/$name/model.pt" "results/$name"/*.png ;;
   esac
 }
 export -f run
 [ -n "${LIST:-}" ] && { commands; exit 0; }
-mkdir -p results/lenet-ladder results/degradation results/fmnist-2x2 results/vgg-lr results/vit-vs-resnet
+mkdir -p results/reference-mnist results/reference-lenet results/lenet-ladder results/degradation results/fmnist-2x2 results/vgg-lr results/vit-vs-resnet
 commands | xargs -P "$jobs" -I{} bash -c 'run {}'

@@ -210,7 +210,7 @@ def snapshot(out):
 
 @pytest.mark.parametrize("first, refused, message", [
     (["--epochs", "2"], ["--data", "mnist"], "--data mnist (the run used cifar10)"),
-    (["--epochs", "2", "--schedule", "onecycle"], ["--epochs", "1"], "resume with --epochs 2"),
+    (["--epochs", "2", "--schedule", "onecycle"], ["--epochs", "1"], "a resume can only train longer (--epochs 2"),
     (["--epochs", "1"], ["--epochs", "2", "--lr", "0.5", "--weight-decay", "0.1"],
      "--lr 0.5 (the run used 0.001); --weight-decay 0.1 (the run used 0.0)"),
     (["--epochs", "1"], ["--seed", "5"], "--seed 5 (the run used 0)"),

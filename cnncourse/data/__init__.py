@@ -12,7 +12,8 @@ and "article") that the DataLoader path and the fast path (``cnncourse.fastdata`
 folder (``root=``, else ``$CNNCOURSE_DATA``, else ``~/.cache/cnncourse``). In quick mode
 (``CNNCOURSE_QUICK=1``) the same calls return small real samples shipped with the package.
 """
-from cnncourse.data.core import folder_info, get_dataset, image_folder, is_known_name
+from cnncourse.data.core import (folder_info, get_dataset, image_folder, is_known_name, portable_data_name,
+                                  resolve_data)
 from cnncourse.data.errors import ChecksumError, DataError, DataUnavailableError
 from cnncourse.data.folders import FolderSplit, ImageFolderDataset
 from cnncourse.data.galaxy10 import Galaxy10Dataset
@@ -29,5 +30,6 @@ __all__ = [
     "DataUnavailableError", "DatasetInfo", "FolderSplit", "Galaxy10Dataset", "ImageFolderDataset", "PixelStats",
     "SampleDataset", "article_transform", "class_names", "data_recipe", "dataset_info", "default_num_workers",
     "default_transform", "folder_info", "folder_statistics", "get_dataset", "image_folder", "is_known_name",
-    "make_loader", "pixel_statistics", "recipe_transform", "stratified_split", "to_tensors",
+    "make_loader", "pixel_statistics", "portable_data_name", "recipe_transform", "resolve_data",
+    "stratified_split", "to_tensors",
 ]

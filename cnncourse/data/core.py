@@ -24,6 +24,30 @@ def _looks_like_path(name: object) -> bool:
     return isinstance(name, os.PathLike) or os.sep in text or "/" in text or text.startswith((".", "~"))
 
 
+def resolve_data(name: "str | os.PathLike[str]", root: "str | os.PathLike[str] | None" = None) -> str:
+    """What to read for the data set ``name``: a registered name as it is, a folder that exists as it
+    is, else the folder of that name inside the data folder (``root``, ``$CNNCOURSE_DATA``...) when
+    there is one, so that a record's ``--data cifar10-jpeg`` finds the copy on every machine."""
+    text = os.fspath(name)
+    if is_known_name(text) or Path(text).expanduser().is_dir() or Path(text).is_absolute():
+        return text
+    inside = data_root(root) / text
+    return str(inside) if inside.is_dir() else text
+
+
+def portable_data_name(name: "str | os.PathLike[str]", root: "str | os.PathLike[str] | None" = None) -> str:
+    """How a run's record names its data: a registered name as it is; an image folder inside the data
+    folder by its path relative to that folder (the data folder belongs to the machine, not to the
+    experiment); any other folder as given."""
+    text = os.fspath(name)
+    if is_known_name(text):
+        return text
+    try:
+        return Path(text).expanduser().resolve().relative_to(data_root(root).expanduser().resolve()).as_posix()
+    except (ValueError, OSError):
+        return text
+
+
 def folder_info(path: "str | os.PathLike[str]") -> DatasetInfo:
     """Facts about an image folder: classes from its sub-folders, channels and size from its first
     training image. Its ``mean``/``std`` are 0.5 placeholders: both loaders normalise with
