@@ -260,10 +260,11 @@ def _resolve(given: dict) -> Tuple[TrainConfig, Path, Optional[dict]]:
                          "--resume to start)")
     try:
         config = TrainConfig.from_dict(json.loads(run_file.read_text())["settings"])
+        config.check_types(str(run_file))
     except FileNotFoundError:
         raise UsageError(f"{run_file} is missing, so the run's settings are unknown: start the run again "
                          "without --resume") from None
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise UsageError(f"{run_file} is damaged ({type(error).__name__}: {error}): start the run again "
                          "without --resume, or restore the file") from None
     from cnncourse.checkpointing import load_checkpoint

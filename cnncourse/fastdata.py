@@ -115,6 +115,9 @@ class TensorLoader:
         if len(self.mean) != channels or len(self.std) != channels:
             raise ValueError(f"mean and std need {channels} values (one per channel); "
                              f"got {len(self.mean)} and {len(self.std)}")
+        if not all(math.isfinite(s) and s > 0 for s in self.std) or not all(math.isfinite(m) for m in self.mean):
+            raise ValueError(f"std must be finite and > 0 and mean finite (they normalise: (x - mean) / std); got "
+                             f"mean={self.mean}, std={self.std}")
         labels = labels.long()
         limit = len(self.classes) if self.classes is not None else None
         bad = (labels < 0) if limit is None else (labels < 0) | (labels >= limit)

@@ -115,6 +115,18 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def check_types(self, where: str = "run.json") -> None:
+        """ValueError, naming the setting, for a value of the wrong type (a hand-edited run.json)."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and (value == f.default or "Optional" in kind):
+                continue
+            wanted = (bool,) if "bool" in kind else (int,) if "int" in kind else (int, float) if "float" in kind \
+                else (str,)
+            if not isinstance(value, wanted) or (wanted != (bool,) and isinstance(value, bool)):
+                noun = {bool: "true or false", int: "whole number", float: "number", str: "text"}[wanted[-1]]
+                raise ValueError(f"{where}: the setting {f.name} is {value!r}, not a {noun}")
+
     def data_seed(self) -> int:
         """The seed of the hold-out and the subset: --val-seed, else --seed."""
         return self.seed if self.val_seed is None else self.val_seed

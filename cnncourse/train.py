@@ -73,6 +73,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     correct = torch.zeros((), device=device, dtype=torch.int64)
     count = 0
     for step, (x, y) in enumerate(loader):
+        if step == 0:
+            check_inputs(x, model, amp_dtype)
         x, y = to_device(x, y, device, channels_last)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(x)
@@ -119,7 +121,9 @@ def evaluate(model: nn.Module, loader: Iterable, device=None, amp: Union[str, bo
     ``predictions=True`` (with the input images if ``keep_images``). ``limit`` stops after that
     many images. The model's train/eval mode is restored afterwards.
     """
-    device = torch.device(device) if device is not None else model_device(model)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a whole number of images >= 1 (or None for all); got {limit!r}")
+    device = resolve_device(device) if device is not None else model_device(model)  # checked before moving
     dtype = resolve_amp(amp, device)
     loader = _prepare_data(loader, device)
     was_training = model.training
@@ -129,6 +133,9 @@ def evaluate(model: nn.Module, loader: Iterable, device=None, amp: Union[str, bo
     count, kept = 0, []
     try:
         for x, y in loader:
+            if limit is not None and count + len(y) > limit:  # exactly `limit` images, not whole batches
+                x, y = x[:limit - count], y[:limit - count]
+            check_inputs(x, model, dtype)
             x, y = to_device(x, y, device, channels_last)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = model(x).float()
@@ -146,10 +153,9 @@ def evaluate(model: nn.Module, loader: Iterable, device=None, amp: Union[str, bo
     result: Dict[str, Any] = {"loss": float(loss_sum) / count, "accuracy": float(correct) / count,
                               "count": count}
     if predictions:
-        logits = torch.cat([k[0] for k in kept])[:limit]
-        images = torch.cat([k[2] for k in kept])[:limit] if keep_images else None
-        result["predictions"] = Predictions(logits, logits.argmax(1), torch.cat([k[1] for k in kept])[:limit],
-                                            images)
+        logits = torch.cat([k[0] for k in kept])
+        images = torch.cat([k[2] for k in kept]) if keep_images else None
+        result["predictions"] = Predictions(logits, logits.argmax(1), torch.cat([k[1] for k in kept]), images)
     return result
 
 
@@ -172,6 +178,20 @@ def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_l
     if channels_last and x.dim() == 4:
         return x.to(device, non_blocking=True, memory_format=torch.channels_last), y.to(device, non_blocking=True)
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def check_inputs(x: torch.Tensor, model: nn.Module, amp_dtype: Optional[torch.dtype] = None) -> None:
+    """Refuse a batch of images the model cannot take, with what to do instead (before any work)."""
+    first = next(model.parameters(), None)
+    if first is None or not isinstance(x, torch.Tensor):
+        return
+    if not x.is_floating_point():
+        raise ValueError(f"the images are {str(x.dtype).replace('torch.', '')}, not floating point: scale and "
+                         "normalise them first (TensorLoader and torchvision's ToTensor + Normalize do)")
+    if amp_dtype is None and first.is_floating_point() and x.dtype != first.dtype:
+        raise ValueError(f"the images are {str(x.dtype).replace('torch.', '')} but the model's parameters are "
+                         f"{str(first.dtype).replace('torch.', '')}: convert the images (x.to({first.dtype})) or "
+                         f"the model (model.to({x.dtype}))")
 
 
 def _sum_dtype(device: torch.device) -> torch.dtype:
@@ -210,6 +230,9 @@ def resolve_device(preferred=None) -> torch.device:
         device = torch.device(preferred)
     except (RuntimeError, TypeError):
         raise ValueError(f"device {preferred!r} is not a device name: use auto, cpu, cuda, cuda:1 or mps") from None
+    if device.type == "meta":
+        raise ValueError(f"device {preferred!r} holds shapes, not data: training or evaluating there would drop "
+                         "the weights and the images; use cpu, or leave the device out to choose automatically.")
     present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": _mps_available()}.get(device.type)
     if present is False:
         raise ValueError(f"device {preferred!r} was asked for but {device.type.upper()} is not available here; "
@@ -434,9 +457,40 @@ class TrainState:
                 "history": self.history.to_list(), "rng": _rng_state(self.loader)}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore ``state``; a refused one (ValueError, saying why) changes nothing: every entry is
+        checked before any is applied, and a failure while applying puts everything back."""
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError("not a cnncourse training checkpoint (no 'format' entry "
                              f"{CHECKPOINT_FORMAT!r})")
+        _check_entries(state)
+        before = self._snapshot()
+        try:
+            self._apply(state)
+        except Exception as error:
+            self._restore(before)
+            if isinstance(error, ValueError):
+                raise
+            raise ValueError(f"its {type(error).__name__} entries cannot be applied ({error})") from None
+
+    def _snapshot(self) -> Dict[str, Any]:
+        import copy
+        return {"model": {k: v.clone() for k, v in self.model.state_dict().items()},
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "scheduler": copy.deepcopy(self.scheduler.state_dict()) if self.scheduler is not None else None,
+                "scaler": copy.deepcopy(self.scaler.state_dict()) if self.scaler is not None else None,
+                "history": self.history, "epoch": self.epoch, "rng": _rng_state(self.loader)}
+
+    def _restore(self, before: Dict[str, Any]) -> None:
+        self.model.load_state_dict(before["model"])
+        self.optimizer.load_state_dict(before["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(before["scheduler"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(before["scaler"])
+        self.history, self.epoch = before["history"], before["epoch"]
+        _set_rng_state(before["rng"], self.loader)
+
+    def _apply(self, state: Dict[str, Any]) -> None:
         if self.scheduler is not None and state["epochs"] != self.epochs:
             raise ValueError(f"it was made for {state['epochs']} epochs with a learning-rate schedule, which "
                              f"depends on the total length: resume with epochs={state['epochs']}")
@@ -461,6 +515,29 @@ class TrainState:
             self.scaler.load_state_dict(state["scaler"])
         self.history, self.epoch = History(state["history"]), int(state["epoch"])
         _set_rng_state(state["rng"], self.loader)
+
+
+def _check_entries(state: Dict[str, Any]) -> None:
+    """ValueError, naming the entry, for a checkpoint whose entries cannot all be applied."""
+    epoch, epochs = state.get("epoch"), state.get("epochs")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (epoch, epochs)) or not 0 <= epoch <= epochs:
+        raise ValueError(f"its epoch entry ({epoch!r} of {epochs!r}) is not a count of finished epochs")
+    history = state.get("history")
+    if not isinstance(history, list) or len(history) != epoch or not all(isinstance(r, dict) for r in history):
+        raise ValueError(f"its history entry is not one record per finished epoch ({epoch!r})")
+    for key in ("model", "optimizer"):
+        if not isinstance(state.get(key), dict):
+            raise ValueError(f"its {key} entry is not a state dict")
+    rng = state.get("rng")
+    numpy_state, python_state = (rng.get("numpy"), rng.get("python")) if isinstance(rng, dict) else (None, None)
+    well_formed = (isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor)
+                   and rng["torch"].dtype == torch.uint8 and isinstance(numpy_state, dict)
+                   and isinstance(numpy_state.get("key"), torch.Tensor) and numpy_state["key"].numel() == 624
+                   and all(isinstance(numpy_state.get(k), (int, float)) for k in ("pos", "has_gauss", "cached_gaussian"))
+                   and isinstance(python_state, dict) and isinstance(python_state.get("internal"), torch.Tensor)
+                   and isinstance(python_state.get("version"), int))
+    if not well_formed:
+        raise ValueError("its random-number state (rng entry) is malformed")
 
 
 def _rng_state(loader) -> Dict[str, Any]:
@@ -707,4 +784,9 @@ def fit(model: nn.Module, train_data, test_data=None, epochs: int = 10, *,
                                 else saved, rank)
         finally:
             monitor.close()
+    if resume and history.predictions is None and len(history) == epochs and evaluation.get("test") is not None:
+        # a run killed after its last checkpoint: its test predictions (for the confusion matrix) are made again
+        result = _all(evaluate(model, evaluation["test"], device, amp_dtype or False, channels_last,
+                               predictions=True), world, device)
+        history.predictions = parallel.gather(result["predictions"], world) if world > 1 else result["predictions"]
     return history

@@ -83,8 +83,8 @@ def test_the_command_under_torchrun_writes_one_metrics_file_from_rank_0(tmp_path
     assert metrics["provenance"]["world_size"] == 2
     assert metrics["num_test_images"] == 200 and len(metrics["history"]) == 2
     assert result.stderr.count("cnncourse train: lenet") == 1  # one header: rank 0 alone reports
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "confusion.png", "curves.png",
-                                                    "metrics.json", "model.pt", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".cnncourse.lock", "checkpoint.pt", "confusion.png", "curves.png",
+                                                    "metrics.json", "model.pt", "run.json"]  # rank 0 held the lock
     again = torchrun("-m", "cnncourse", "train", "--out", str(out), "--resume", "--epochs", "3", "--no-progress",
                      "--threads", "1", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-4000:]
