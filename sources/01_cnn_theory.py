@@ -29,8 +29,7 @@ if "google.colab" in sys.modules:
     sys.path.insert(0, "/content/cnncourse")
     os.chdir("/content/cnncourse/notebooks")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -299,8 +298,7 @@ print("image:", samples.classes[label])
 # not in the photograph: they come from the zero padding, whose black border next to the image looks
 # like the dark side of a bright line.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
 axes[0].imshow(grey, cmap="gray")
 axes[0].set_title(f"input ({samples.classes[label]})")
@@ -435,8 +433,7 @@ for k in (2, 4):
 # at $4 \times 4$ barely anything is left. The darkest columns, at the left and right borders, are
 # the zero padding's artefact seen above, not lines of the truck.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(1, 5, figsize=(14, 3.2), layout="constrained")
 limit = activated.max()   # one colour scale for all five panels
 for ax, (title, img) in zip(axes, [("f(I'), 3x3 detector", activated),

@@ -47,8 +47,7 @@ if "google.colab" in sys.modules:
 # notebook itself, call `cnncourse.set_quick_mode(True)` or `cnncourse.set_quick_mode(False)` at
 # the top of the next cell; everything below reads `QUICK`.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 from pathlib import Path
 
 import numpy as np
@@ -152,8 +151,7 @@ print(f"train: {len(train_images):,} images, test: {len(test_images):,} images")
 print(f"item 0: a {image.mode} {type(image).__name__} of {image.size[0]} x {image.size[1]} pixels, "
       f"label {label} = {train_images.classes[label]!r}")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(3, 8, figsize=(12, 5))
 for index, ax in enumerate(axes.flat):
     picture, picture_label = train_images[index]
@@ -537,8 +535,7 @@ print(f"after 150 steps on one batch of 32: training accuracy 100 %: {memorised 
 # ten times below the rate at which the smoothed loss is lowest. It is a few lines, so we write it
 # here rather than add a library for it:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 def lr_range_test(model, loader, start=1e-5, end=1.0, steps=100):
     """Losses of Adam steps with a geometrically rising learning rate (the model is changed)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=start)
@@ -643,8 +640,7 @@ def test_epoch(model, loader):
 # Two epochs of the article's recipe (Adam, learning rate 0.01) with these two functions, on the CPU
 # (without quick mode on the first 5,000 training images, to keep it short):
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 cnncourse.seed_everything(0)
 hand_model = LeNet()
 hand_optimizer = torch.optim.Adam(hand_model.parameters(), lr=0.01)
@@ -742,8 +738,7 @@ print("settings:", ", ".join(f"{key} {settings[key]}" for key in
 # after every pass. It takes seconds and shows that the loop learns; it cannot show how good LeNet
 # gets on 50,000 images. Without quick mode this cell is the article's full 10-epoch run.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 cnncourse.seed_everything(0)
 article_model = LeNet()
 checkpoint = None if QUICK else RUNS / "cifar10-lenet-article.pt"   # real mode: resumable
@@ -755,8 +750,7 @@ print("test accuracy after epoch", ", ".join(f"{r['epoch']}: {100 * r['test_acc'
 # The quick sample in the article's plot. The x-axis runs over the quick sample's own epochs, and the
 # title says what it is:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 sample_note = f"quick sample, {len(train_set):,} images" if QUICK else f"{len(train_set):,} images"
 plot.plot_learning_curves(article_history, metrics=["acc"], splits=["test"], smooth=True, start_at_zero=True,
                           xlim=(0, EPOCHS), ylim={"acc": (0, 100)},
@@ -959,8 +953,7 @@ print("normalised with", fast_train.mean, fast_train.std)
 # %% [markdown]
 # One training image as the network sees it in eight successive epochs of crop-and-flip:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 one_image = TensorLoader(fast_train.images[:1].cpu(), fast_train.labels[:1].cpu(), batch_size=1,
                          mean=mean, std=std, augment="crop-flip", seed=0)
 fig, axes = plt.subplots(1, 8, figsize=(12, 1.9))
@@ -1000,8 +993,7 @@ nb02.check_random_crop_flip(random_crop_flip)
 # training images left after the hold-out, validated after every pass on the other 200, and tested
 # once at the end on the 200 bundled test images.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 cnncourse.seed_everything(0)
 better_model = LeNet()
 checkpoint = None if QUICK else RUNS / "cifar10-lenet-rung4.pt"   # real mode: resumable
@@ -1020,8 +1012,7 @@ print(f"test accuracy, once, at the end: {100 * better_history.test_acc[-1]:.1f}
 reached = better_history.test_acc[-1] >= 0.30
 print(f"{'quick run' if QUICK else 'run'} reached 30 % on the {fast_test.num_samples:,} test images: {reached}")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 plot.plot_learning_curves(better_history, title=f"rung 4 live ({sample_note}, {EPOCHS} epochs): "
                                                  "train and validation per epoch, test once")
 
@@ -1034,8 +1025,7 @@ plot.plot_learning_curves(better_history, title=f"rung 4 live ({sample_note}, {E
 # finished model on its training images as they are - no augmentation, eval mode - which is what
 # tells how well the network fits its training data.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 plain_train = TensorLoader(fast_train.images, fast_train.labels, batch_size=256, mean=mean, std=std)
 live = {"article: Adam 0.01, 0.5 / 0.5": (article_model, article_history, train_loader),
         "rung 4: AdamW one-cycle, crops, flips": (better_model, better_history, plain_train)}

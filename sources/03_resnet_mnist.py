@@ -51,8 +51,7 @@ if "google.colab" in sys.modules:
 # choose in the notebook itself, call `cnncourse.set_quick_mode(True)` or
 # `cnncourse.set_quick_mode(False)` at the top of the next cell; everything below reads `QUICK`.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 %matplotlib inline
 import statistics
 from pathlib import Path
@@ -185,8 +184,7 @@ print("the first layer gets more than 100 times the last layer's gradient:", boo
 # fewer layers. Whatever makes plain-56 train worse than plain-20, it is not that its first layers get
 # no gradient - which is why the paper gives the problem a name of its own.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(7, 3.6))
 for name, norms in gradient_norms.items():
     ax.semilogy(range(1, len(norms) + 1), norms, marker=".", label=name)
@@ -793,8 +791,7 @@ print(f"this run: {train_data.num_samples:,} training images in {len(train_data)
       f"{val_data.num_samples:,} validation and {test_data.num_samples:,} test images; "
       f"augmentation {train_data.augment!r}, {train_data.pad}-pixel shifts")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 cnncourse.seed_everything(0)
 mnist_model = resnet20(num_classes=10, in_channels=1)
 checkpoint = None if QUICK else RUNS / "mnist-resnet20.pt"   # real mode: resumable
@@ -821,8 +818,7 @@ print(f"{'quick' if QUICK else 'full'} run reached {TARGET:.0%}: {history[-1]['t
 # validation accuracy (measured in eval mode, with BatchNorm's running statistics) lags behind for
 # the first epochs and then catches up with it. The single test point is the one look at the test set.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 plot.plot_learning_curves(history, title=f"ResNet-20 on MNIST, {RUN}: {train_data.num_samples:,} training digits")
 
 # %% [markdown]
@@ -841,8 +837,7 @@ print(reference.summary("mnist-resnet20"))
 # %%
 print(reference.history_table(["mnist-resnet20"]))
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 reference.plot_results(["mnist-resnet20"], lines={"goal, 3 epochs": 0.995});
 
 # %%
@@ -978,8 +973,7 @@ print(f"optimiser steps per run: {steps:,} (the paper: 64,000); the rate fell to
 # 1 when it points the same way as float64's, 0 when its direction has nothing in common with it.
 # (The numbers depend a little on the CPU: how it computes in bfloat16.)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 def conv_gradients(model, images, labels, bf16=False):
     """The weight gradient of every convolution, flattened, after one backward pass."""
     model.train().zero_grad()

@@ -49,8 +49,7 @@ if "google.colab" in sys.modules:
 # notebook itself, call `cnncourse.set_quick_mode(False)` (real experiment) or
 # `cnncourse.set_quick_mode(True)` (quick) at the top of the next cell; everything below reads `QUICK`.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import copy
 from pathlib import Path
 
@@ -167,8 +166,7 @@ print(f"train: {len(train_set):,} images, test: {len(test_set):,} images")
 image, label = train_set[0]
 print("one item:", type(image).__name__, image.size, image.mode, "label", label, f"({train_set.classes[label]})")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(2, 10, figsize=(12, 3))
 for column, class_index in enumerate(range(10)):
     picks = [i for i, t in enumerate(train_set.targets) if t == class_index][:2]
@@ -751,8 +749,7 @@ for title, build, size, last in candidates:
 # training images is held out for validation: the per-epoch numbers are measured on it, and the test
 # set is looked at once, after the last epoch.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 train_loader, val_loader, test_loader = fast_loaders("fashion-mnist", batch_size=BATCH_SIZE, augment=False, seed=0,
                                                      val_fraction=0.1)
 print(train_loader, val_loader, test_loader, sep="\n")
@@ -772,8 +769,7 @@ for record in article_history:
 # changes, to ResNet-20 with its 3x3 stem. Whatever difference shows in this pair of runs is the
 # architecture's; the recorded 2 x 2 at the end measures it over 10 full epochs, beside the recipe's.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 cnncourse.seed_everything(0)
 small_model = resnet20(num_classes=10, in_channels=1)
 checkpoint = None if QUICK else RUNS / "fmnist-resnet20-adam.pt"   # real mode: resumable
@@ -802,8 +798,7 @@ for record in small_history:
 # seconds, and without the augmentation (our choice for so short a run, not a measured one).
 # It is not a comparison with the runs above; the recorded full runs below are.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 recipe_loader, _, _ = fast_loaders("fashion-mnist", batch_size=RECIPE_BATCH_SIZE, augment=not QUICK, seed=0,
                                    val_fraction=0.1)   # the same hold-out: the split depends on the seed only
 print(recipe_loader)
@@ -834,8 +829,7 @@ print(f"{'quick' if QUICK else 'full'} run reached {TARGET:.0%}: {better_history
 # runs and that the recipe learns, not which network or recipe is better - the 2 x 2 of recorded runs
 # further down separates the two.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 runs = [("article: ResNet-50 (224-px stem), Adam", article_model, article_history),
         ("ResNet-20, Adam (article settings)", small_model, small_history),
         ("ResNet-20, course's recipe (SGD one-cycle)", better_model, better_history)]
@@ -845,8 +839,7 @@ for title, model, history in runs:
           f"{history[-1]['test_acc']:>9.1%} {sum(history.seconds):>8.1f}")
 print(f"{'the article, reported (400 epochs, Adam)':<46} {26_267_778:>11,} {400:>6} {'':>8} {'91.3%':>9}")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for title, model, history in runs:
     axes[0].plot(history.epoch, history.train_loss, "o-", label=title)
@@ -868,8 +861,7 @@ figure.tight_layout()
 # these are the maps of the network after its single quick-sample epoch, so their patterns mean
 # little; their sizes are the point, and training does not change them.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 mean, std = NORMALIZATION["fashion-mnist"]
 test_image = next(iter(test_loader))[0][0]     # the first test image, normalised
 for layer in ("stem.0", "layer1", "layer3"):
@@ -898,8 +890,7 @@ print(reference.history_table(["fmnist-article-resnet50", "fmnist-resnet20"]))
 # %%
 print(reference.history_table(["fmnist-article-resnet50", "fmnist-resnet20"], column="train_acc"))
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 reference.plot_results(["fmnist-article-resnet50", "fmnist-resnet20"],
                        lines={"article, 400 epochs (Adam)": 0.913, "goal, 15 epochs": 0.94});
 
@@ -1001,8 +992,7 @@ for label in recorded:
 # The four cells' validation accuracy per epoch, read from the same files: one colour per network,
 # dashed for the article's recipe and solid for the course's.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 if recorded:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, run in recorded.items():

@@ -44,8 +44,7 @@ if "google.colab" in sys.modules:
 # To choose in the notebook itself, call `cnncourse.set_quick_mode(False)` (real experiment) or
 # `cnncourse.set_quick_mode(True)` (quick) at the top of the next cell; everything below reads `QUICK`.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import gc
 import math
 from pathlib import Path
@@ -189,8 +188,7 @@ print(f"train: {len(train_set):,} images, test: {len(test_set):,} images, each {
 if QUICK:
     print("quick mode: a stratified split of the 120 real Galaxy10 DECaLS images shipped with cnncourse")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(2, 5, figsize=(13, 6))
 for class_index, ax in enumerate(axes.ravel()):
     index = train_set.targets.index(class_index)
@@ -548,8 +546,7 @@ for split in (True, False):
 rotation = article_transform("galaxy10", train=True).transforms[0]
 print("rotation range (degrees):", rotation.degrees)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 augment = article_transform("galaxy10", train=True)
 galaxy, label = train_set[train_set.targets.index(5)]
 torch.manual_seed(0)
@@ -571,8 +568,7 @@ fig.tight_layout()
 # holds out a tenth of every class of the training galaxies: Galaxy10 gets train, validation and
 # test, the per-epoch numbers come from validation, and the test set is looked at once, at the end.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 train_loader, val_loader, test_loader = fast_loaders("galaxy10", batch_size=BATCH_SIZE, augment=True,
                                                      image_size=IMAGE_SIZE, seed=0, preset=PRESET, val_fraction=0.1)
 print(train_loader, val_loader, test_loader, sep="\n")
@@ -697,8 +693,7 @@ print(f"ln 10 = {math.log(10):.4f}; cross-entropy of equal logits: {F.cross_entr
 # steps on one batch on one machine are an illustration of the mechanism, not a measurement of how
 # VGG16 trains: the printout is what happened here.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 pick = torch.randperm(train_loader.num_samples, generator=torch.Generator().manual_seed(0))[:16]
 pixels = F.interpolate(train_loader.images[pick].cpu().float() / 255, size=(32, 32), mode="bilinear", antialias=True)
 mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (train_loader.mean, train_loader.std))
@@ -747,8 +742,7 @@ for lr in (1e-3, 1e-4):
 # differences (224 px, float32); the GPU and the data loading still differ. Notebook 6 runs the
 # article's full comparison.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 checkpoint = None if QUICK else RUNS / f"galaxy10-vgg16-{IMAGE_SIZE}px-{PRESET}.pt"   # real mode: resumable
 history = fit(model, train_loader, test_loader, epochs=EPOCHS, optimizer="adam", lr=LEARNING_RATE, amp=AMP,
               device=DEVICE, seed=0, checkpoint=checkpoint, resume=checkpoint is not None, val_data=val_loader)
@@ -757,8 +751,7 @@ for record in history:
           f"validation loss {record['val_loss']:.3f}, validation acc {record['val_acc']:.1%}, {record['seconds']:.1f} s")
 print(f"test accuracy, once, after the last epoch: {history[-1]['test_acc']:.1%}")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 plot.plot_learning_curves(history, title=f"VGG16 on Galaxy10 ({IMAGE_SIZE} px, Adam {LEARNING_RATE:g}){QUICK_TAG}")
 
 # %% [markdown]
@@ -769,13 +762,11 @@ plot.plot_learning_curves(history, title=f"VGG16 on Galaxy10 ({IMAGE_SIZE} px, A
 # likely candidates are neighbours: round smooth and in-between round smooth, the three kinds of
 # spirals, disturbed and merging galaxies.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 predictions = predict(model, test_loader, keep_images=True)
 plot.plot_confusion_matrix(predictions, class_names=info.classes, title=f"VGG16: test confusion matrix{QUICK_TAG}")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 wrong = int((predictions.preds != predictions.labels).sum())
 plot.plot_predictions(predictions, class_names=[name.replace(" ", "\n", 1) for name in info.classes],
                       mean=test_loader.mean, std=test_loader.std, n=10, ncols=5,

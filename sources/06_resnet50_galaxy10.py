@@ -43,8 +43,7 @@ if "google.colab" in sys.modules:
 # call `cnncourse.set_quick_mode(False)` (real experiment) or `cnncourse.set_quick_mode(True)` (quick)
 # at the top of the next cell; everything below reads `QUICK`.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import gc
 from pathlib import Path
 
@@ -396,8 +395,7 @@ for title, loader in (("train, plain", plain_train), ("train, augmented", augmen
     print(f"{title:<17} {loader.num_samples:>6,} images of {'x'.join(map(str, loader.images.shape[1:]))}, "
           f"{len(loader)} batch(es) per epoch, augmentation: {loader.augment}")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 builders = {"VGG16": lambda: vgg16(num_classes=10), "ResNet-50": lambda: resnet50_galaxy_article(num_classes=10)}
 histories, models = {}, {}
 for augmented, train_loader in ((False, plain_train), (True, augmented_train)):
@@ -461,8 +459,7 @@ else:
 # augmentation holds back over-fitting; the course has not measured that (it needs the full file). In quick
 # mode every curve is a single point (one epoch): the figure shows the code path, not over-fitting.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 figure, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
 for ax, augmented in zip(axes, (False, True)):
     for (name, aug), history in histories.items():
@@ -484,15 +481,13 @@ figure.tight_layout()
 # random start: expect one full column - the same answer for every galaxy - and about one test image
 # in ten right.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 classes = dataset_info("galaxy10").classes
 predictions = predict(models["ResNet-50", True], test_loader, keep_images=True)
 plot.plot_confusion_matrix(predictions, class_names=classes,
                            title=f"ResNet-50 with augmentation: test confusion matrix{QUICK_TAG}")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 wrong = int((predictions.preds != predictions.labels).sum())
 plot.plot_predictions(predictions, class_names=[name.replace(" ", "\n", 1) for name in classes],
                       mean=test_loader.mean, std=test_loader.std, n=10, ncols=5,

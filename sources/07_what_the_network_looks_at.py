@@ -48,8 +48,7 @@ if "google.colab" in sys.modules:
 # `cnncourse.set_quick_mode(True)` or `cnncourse.set_quick_mode(False)` at the top of the next cell;
 # everything below reads `QUICK`.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import dataclasses
 from importlib.metadata import version
 from pathlib import Path
@@ -592,8 +591,7 @@ for name, (model, layer, shown) in CAM_LAYERS.items():
         hiding[name][method] = {key: probability_after_hiding(model, shown, ranking)
                                 for key, ranking in rankings.items()}
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print("mean probability of the predicted class, with nothing hidden and with a quarter of the pixels hidden")
 print(f"{'':<20} {'nothing':>8} {'own top':>8} {'other top':>10} {'own bottom':>11} {'random':>7}")
 for name, results in hiding.items():
@@ -802,8 +800,7 @@ def train_resnet50(model, name):
 # %% [markdown]
 # From scratch: random weights.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 cnncourse.seed_everything(0)
 scratch_history = train_resnet50(resnet50(num_classes=10), "scratch")
 print("validation accuracy after each epoch:", ", ".join(f"{100 * a:.1f} %" for a in scratch_history.val_acc))
@@ -812,8 +809,7 @@ print(f"test accuracy at the end: {100 * scratch_history.test_acc[-1]:.1f} %")
 # %% [markdown]
 # Fine-tuned: ImageNet's weights and a new head, when they could be loaded.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 fine_tuned_history = None
 if pretrained is None:
     print("not run: no ImageNet weights here (quick mode, or the download failed above)")
@@ -827,8 +823,7 @@ else:
 # The result, run by run. The rows of a run this notebook did not make say "not measured yet": no real
 # run of this comparison has been recorded for the course so far.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 def outcome(history):
     """A run's final test accuracy, or "not measured yet" for a run that was not made."""
     return "not measured yet" if history is None else f"{100 * history.test_acc[-1]:.1f} % test accuracy"

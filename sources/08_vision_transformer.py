@@ -48,8 +48,7 @@ if "google.colab" in sys.modules:
 # choose in the notebook itself, call `cnncourse.set_quick_mode(True)` or
 # `cnncourse.set_quick_mode(False)` at the top of the next cell; everything below reads `QUICK`.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import inspect
 import math
 import time
@@ -114,8 +113,7 @@ for name in MODELS:
     print(f"{name}: {parameters:,} parameters; training state (float32 weights, gradients and AdamW's two "
           f"moments) {16 * parameters / 1e6:.1f} MB; {REAL_EPOCHS[name]} epochs in the real run")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 def seconds_per_batch(model, batch_size, repeats=2):
     """The time of one training step (forward, backward, AdamW) on random images: the fastest of
     `repeats` steps after a warm-up step (the least disturbed by other programs)."""
@@ -702,8 +700,7 @@ def train(name):
                   checkpoint=checkpoint, resume=checkpoint is not None, **RECIPE)
     return model, history
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 trained, histories = {}, {}
 for name in MODELS:
     trained[name], histories[name] = train(name)
@@ -716,8 +713,7 @@ for name in MODELS:
 # %% [markdown]
 # The validation accuracy of both against the seconds they trained, each point an epoch:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for name, history in histories.items():
     seconds = torch.tensor(history.seconds).cumsum(0).tolist()
@@ -906,8 +902,7 @@ print(f"attention weights: {len(attentions)} blocks of {tuple(attentions[0].shap
 print(f"maps of 8 x 8: last block {tuple(last_block.shape)}, rollout {tuple(rolled_map.shape)}, "
       f"Grad-CAM of layer3 {tuple(cam.shape)}")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 pictures = to_pictures(x, test_loader)
 grey = pictures.mean(dim=-1)
 rows = {"ViT: last block's\nclass-token attention": enlarged(last_block), "ViT: attention\nrollout": enlarged(rolled_map),
@@ -938,8 +933,7 @@ fig.tight_layout()
 # and how closely it follows the brightness of the patches (the correlation, per image, between the
 # map and the mean pixel value of each patch, its sign ignored).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 def correlation(a, b):
     """Pearson's correlation of every row of a with the same row of b."""
     a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)

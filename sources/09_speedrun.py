@@ -48,8 +48,7 @@ if "google.colab" in sys.modules:
 # at the end. To choose in the notebook itself, call `cnncourse.set_quick_mode(True)` or
 # `cnncourse.set_quick_mode(False)` at the top of the next cell; everything below reads `QUICK`.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import math
 import statistics
 import time
@@ -150,8 +149,7 @@ print(f"numbers BatchNorm normalises: {x.numel():,} pooling last, {pool(x).numel
 # On the machine the course was built on these took about half the time of a step. Your table, from
 # your CPU (with the threads torch uses here: one in quick mode):
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 from torch.profiler import ProfilerActivity, profile
 
 bf16 = speedrun.use_bf16(True, torch.device("cpu"))
@@ -189,8 +187,7 @@ print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10, max
 # `x_all[indices]`. On a GPU the same tensor lives in GPU memory, so no batch crosses the PCIe bus.
 # Both ways, on the same images:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 data = speedrun.split_tensors("mnist", None, 0.1, 0)
 images, labels = data["train"]
 loader = speedrun.decoding_loader(images, labels, 64, (0.1307,), (0.3081,), seed=0)
@@ -304,8 +301,7 @@ plt.show()
 # oneDNN's convolution kernels read without reordering. The cost of one training step, each way, on
 # this machine (with the threads torch uses here):
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 def step_seconds(bf16, channels_last, repeat=10, batch=64):
     torch.manual_seed(0)
     m = mnist_net(16)
@@ -346,8 +342,7 @@ for bf16_on, layout in [(False, False), (False, True), (True, False), (True, Tru
 # and the evaluation afterwards are not timed; compilation would be. In quick mode it trains on
 # the 450-image sample with smaller batches; in real mode, on 54,000 digits with 6,000 held out.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 recipe = MnistRecipe()
 if QUICK:
     recipe = replace(recipe, batch_size=64, lr=0.1, epochs=3)
@@ -632,8 +627,7 @@ nb09.check_tta_logits(tta_logits)
 # a narrower network - to show that every piece works together and learns; with so few test images
 # the difference test-time flips make is an image or two, no evidence either way.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 if QUICK or not torch.cuda.is_available():
     settings = dict(epochs=2, batch_size=128, widths=(32, 64, 64), val_fraction=0.1, device="cpu")
 else:

@@ -10,7 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 COLAB = re.compile(r"https://colab\.research\.google\.com/github/[^/\s]+/[^/\s]+/blob/main/(notebooks/[^)\s\"]+\.ipynb)")
-IGNORE_MARKERS = ("NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP", "NBVAL_RAISES_EXCEPTION", "NBVAL_CHECK_OUTPUT")
+IGNORE_TAGS = ("nbval-ignore-output", "nbval-skip", "nbval-raises-exception")
 
 
 def _load(path: Path) -> dict:
@@ -99,8 +99,16 @@ def test_opens_with_title_setup_and_device_cells(path):
 def test_is_committed_with_outputs_and_strict_cells(path):
     code = [c for c in _load(path)["cells"] if c["cell_type"] == "code"]
     assert all(c.get("execution_count") for c in code), f"{path.name}: run every cell before committing"
-    strict = [c for c in code if c["outputs"] and not any(m in _source(c) for m in IGNORE_MARKERS)]
+    strict = [c for c in code if c["outputs"] and not set(IGNORE_TAGS) & set(c.get("metadata", {}).get("tags", []))]
     assert len(strict) >= 5, f"{path.name}: only {len(strict)} strictly compared cells with output"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_test_machinery_in_the_code_a_learner_reads(path):
+    """nbval's markers are cell tags, never comments in a cell (issue 24)."""
+    for cell in _load(path)["cells"]:
+        assert "NBVAL" not in _source(cell), f"{path.name}: use the cell tag nbval-ignore-output instead"
+    assert "NBVAL" not in (REPO / "sources" / path.with_suffix(".py").name).read_text()
 
 
 def test_readme_table_lists_every_notebook():
