@@ -410,8 +410,6 @@ def train_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     given = vars(args).copy()
     given.pop("command", None)
     progress = not given.get("no_progress", False)
-    if given.get("resume") and given.get("overwrite"):
-        raise UsageError("--resume continues the run in --out and --overwrite deletes it: give one of them")
     overwrite = bool(given.get("overwrite", False))
     config, out, resumed_state = _resolve(given)
     _check_names(config)

@@ -38,16 +38,21 @@ def applies(mutant: dict, root: Path = ROOT) -> bool:
     return (root / mutant["file"]).read_text().count(mutant["original"]) == 1
 
 
+def _pytest(tests, scratch: Path, timeout=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:nbval", "-o", "addopts=",
+                           "-p", "no:cacheprovider", *tests], cwd=scratch, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(scratch), PYTHONDONTWRITEBYTECODE="1"), timeout=timeout)
+
+
 def run(mutant: dict, scratch: Path) -> bool:
     """True when the mutant's tests fail with it applied (caught)."""
     target = scratch / mutant["file"]
     pristine = target.read_text()
     target.write_text(pristine.replace(mutant["original"], mutant["mutant"], 1))
     try:
-        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:nbval", "-o", "addopts=",
-                                 "-p", "no:cacheprovider", *mutant["tests"]], cwd=scratch, capture_output=True,
-                                text=True, env=dict(os.environ, PYTHONPATH=str(scratch), PYTHONDONTWRITEBYTECODE="1"))
-        return result.returncode != 0
+        return _pytest(mutant["tests"], scratch, timeout=300).returncode != 0
+    except subprocess.TimeoutExpired:  # a test that hangs with the bug in place has caught it too
+        return True
     finally:
         target.write_text(pristine)
 
@@ -71,6 +76,11 @@ def main(argv=None) -> int:
                 shutil.copytree(source, scratch / name, ignore=shutil.ignore_patterns("__pycache__", "*.pt", "*.png"))
             elif source.exists():
                 shutil.copy2(source, scratch / name)
+        baseline = _pytest(sorted({t for m in mutants for t in m["tests"]}), scratch)
+        if baseline.returncode != 0:  # a mutant counts as caught only if its tests pass without it
+            print("the mutants' tests fail on the unmutated copy:\n" + baseline.stdout[-3000:])
+            return 2
+        print("the mutants' tests pass on the unmutated copy", flush=True)
         for mutant in mutants:
             if not applies(mutant, scratch):
                 print(f"STALE   {mutant['name']}: its original text is not in {mutant['file']} exactly once")

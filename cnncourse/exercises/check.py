@@ -6,6 +6,9 @@ stub, an exception in the learner's code, a wrong shape or a wrong value all bec
 that names the failing case and gives a hint; a notebook cell shows it as "✓ passed (N cases)" or
 "✗ <case>: got ..., expected .... Hint: ...". Messages hold no timings or addresses, so a stored
 output is the same on every run; checks seed their own random numbers and give the learner's back.
+Where the environment variable ``CNNCOURSE_CHECK_TIMEOUT`` holds a number of seconds (the grader sets it)
+and the platform has SIGALRM, a check that runs longer fails with "✗ the check took longer than N s: ...";
+unset, or without SIGALRM (Windows), or outside the main thread, no limit applies.
 
 Why not otter-grader: its ``Notebook.check`` runs the public tests that Otter Assign ships with the
 student's notebook (beside it or in its metadata) and leaves hidden tests to the autograder; we want
@@ -14,8 +17,12 @@ hidden cases with a hint at once, a Result a test can assert on, no assign step 
 from __future__ import annotations
 
 import html
+import math
+import os
 import random
 import re
+import signal
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -250,16 +257,63 @@ def _isolated() -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
+TIME_LIMIT_VARIABLE = "CNNCOURSE_CHECK_TIMEOUT"
+
+
+class _TooLong(BaseException):
+    """Raised in the learner's code when a check runs past its time limit (not an Exception, so that
+    ``except Exception`` in the learner's code does not swallow it)."""
+
+
+def _time_limit() -> float:
+    """Seconds a check may take, from CNNCOURSE_CHECK_TIMEOUT; 0 (no limit) when unset or not a number."""
+    try:
+        seconds = float(os.environ.get(TIME_LIMIT_VARIABLE, "0"))
+    except ValueError:
+        return 0.0
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+
+
+def _disarm() -> None:
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise _TooLong after ``seconds``, and again every second should the learner's code swallow it;
+    only where the platform has SIGALRM and in the main thread (signals go there), otherwise no limit."""
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _TooLong()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    try:
+        yield
+    finally:
+        _disarm()
+        signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
+
+
 def _run(name: str, body: Callable[[Tester, Any], None], answer: Any) -> Result:
-    tester = Tester(name)
+    tester, limit = Tester(name), _time_limit()
     try:
         if answer is None:
             return Result(False, f"✗ `{name}` is None. Hint: run the cell that defines `{name}`, then this one")
         if not callable(answer):
             return Result(False, f"✗ `{name}` is {fmt(answer)}, not a function or a class. "
                                  f"Hint: pass `{name}` itself, without calling it")
-        with _isolated():
+        with _isolated(), _deadline(limit):
             body(tester, answer)
+    except _TooLong:
+        _disarm()   # should it have gone off just as the deadline was being taken down
+        return Result(False, f"✗ the check took longer than {limit:g} s: it was stopped in {tester.label}. "
+                             f"Hint: look for a loop in `{name}` that never ends, and call it yourself on that case",
+                      tester.cases)
     except Mismatch as mismatch:
         return Result(False, f"✗ {tester.label}: {mismatch.problem}. Hint: {mismatch.hint}", tester.cases)
     except Forbidden as forbidden:
