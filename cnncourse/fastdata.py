@@ -345,13 +345,15 @@ def fast_loaders(name: str, batch_size: int = 64, augment: Union[bool, str, None
     training and not the held-out images. ``rank``/``world_size`` shard the loaders (see :class:`TensorLoader`).
     """
     try:
-        from cnncourse.data import data_recipe, get_dataset, is_known_name, pixel_statistics, to_tensors
+        from cnncourse.data import (data_recipe, get_dataset, is_known_name, pixel_statistics, resolve_data,
+                                    to_tensors)
     except ImportError as error:
         raise ImportError(
             "fast_loaders needs the cnncourse package (cnncourse.data) to find and read data sets; install "
             "the course (pip install -e . in its folder), or build TensorLoader(images, labels, mean=..., "
             "std=...) from your own uint8 tensors, which needs only torch.") from error
 
+    name = resolve_data(name, root)  # an image folder may be named by its path inside the data folder
     loaded = []
     splits = ("train", "val", "test") if val_fraction else ("train", "test")
     for split in splits:

@@ -325,6 +325,7 @@ def plot_seeds(groups: Dict[str, str], column: str = "val_acc", path: Optional[P
         line, = ax.plot(epochs, curves.mean(0), marker="o", markersize=3, label=f"{label} ({len(curves)} seeds)")
         ax.fill_between(epochs, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # whole epochs only
     ax.set_ylabel(_label(column))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

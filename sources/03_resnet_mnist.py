@@ -98,10 +98,10 @@ print(cnncourse.describe_device())
 # in progress (in Colab `runs/` is on the runtime's disk: it survives a reconnection, not a new runtime).
 
 # %%
-recorded_run = reference.load_result("mnist-resnet20")
+recorded_run = reference.load_result("reference-mnist/resnet20-s0")
 prov = recorded_run["provenance"]
 threads = prov["torch_threads"]
-print(f"mnist-resnet20, the training run below: {recorded_run['epochs']} epochs on "
+print(f"the training run below, recorded (seed 0 of 3): {recorded_run['epochs']} epochs on "
       f"{recorded_run['num_train_images']:,} digits in {prov['wall_seconds'] / 60:.1f} min on {threads} "
       f"thread{'s' if threads > 1 else ''} of a {prov['cpu_count']}-core CPU ({prov['cpu']}); "
       f"test accuracy {100 * recorded_run['test_accuracy']:.2f} %")
@@ -824,33 +824,46 @@ plot.plot_learning_curves(history, title=f"ResNet-20 on MNIST, {RUN}: {train_dat
 # %% [markdown]
 # ## Reference results
 #
-# The full run, recorded by `cnncourse train` on all 60,000 MNIST training digits and the 10,000 test
-# digits: ResNet-20 (one input channel), AdamW with a one-cycle schedule peaking at 0.003, weight decay
-# 0.05, batch 128, random shifts, 3 epochs. The line below is read from
-# `results/mnist-resnet20/metrics.json`, with its wall time, hardware and commit;
-# `results/run_all.sh` re-runs it. The article reports no accuracy for its MNIST run, so the run is
-# held against the course's goal instead: at least 99.5 % test accuracy within 3 epochs.
+# The same run on the full data, recorded three times by `cnncourse train` by the course's rule:
+# ResNet-20 (one input channel), AdamW with a one-cycle schedule peaking at 0.003, weight decay 0.05,
+# batch 128, random shifts, 3 epochs, on 54,001 training digits; 5,999 (10 % of each digit, the same
+# ones for every seed) are held out for validation, and the 10,000 test digits are read once per run,
+# after the last epoch. The recipe was fixed before these runs and not changed after them. The
+# article reports no accuracy for its MNIST run, so the runs are held against the course's goal: a
+# mean test accuracy of at least 99.5 % over the three seeds, within 3 epochs.
 
 # %%
-print(reference.summary("mnist-resnet20"))
-
-# %%
-print(reference.history_table(["mnist-resnet20"]))
-
-# %% tags=["nbval-ignore-output"]
-reference.plot_results(["mnist-resnet20"], lines={"goal, 3 epochs": 0.995});
-
-# %%
-print(reference.goal("mnist-resnet20", 0.995, within=3))
+MNIST_RUNS = {"ResNet-20, 3 epochs": "reference-mnist/resnet20"}
+print(reference.seed_table(MNIST_RUNS))
+for run in reference.seed_runs("reference-mnist/resnet20"):
+    print(f"  seed {run['provenance']['settings']['seed']}: validation {100 * run['val_accuracy']:.2f} %, "
+          f"test {100 * run['test_accuracy']:.2f} %")
 
 # %% [markdown]
-# The recorded run's confusion matrix over all 10,000 test digits (rows: true digit, columns:
-# prediction), as the run drew it: almost everything sits on the diagonal. The few errors are spread
-# over many cells, a handful at most in each, and the fullest ones pair digits that a hurried hand
-# makes alike: a 4 read as a 9 and a 9 as a 4, a 5 as a 3, a 7 as a 2, a 6 as a 0.
+# The validation accuracy after each epoch, the mean of the three seeds with their range as a band
+# (the test set is not looked at during training, so there is no test curve). After the first
+# epoch, with the learning rate near the top of its one-cycle, the seeds are still far apart (the
+# band); as the rate falls they close up, and after the third epoch they nearly agree (the table above).
+
+# %% tags=["nbval-ignore-output"]
+reference.plot_seeds(MNIST_RUNS, column="val_acc",
+                     title="ResNet-20 on MNIST: validation accuracy (5,999 held-out digits), 3 seeds");
 
 # %%
-reference.recorded_figure("mnist-resnet20", "confusion")
+test = reference.seed_stats("reference-mnist/resnet20", column="test_acc")
+epochs = {run["epochs"] for run in reference.seed_runs("reference-mnist/resnet20")}
+print(f"goal: mean test accuracy >= 99.50 % within 3 epochs: "
+      f"{'met' if test['mean'] >= 0.995 and max(epochs) <= 3 else 'missed'} "
+      f"({100 * test['mean']:.2f} +- {100 * test['std']:.2f} % over {test['n']} seeds, {max(epochs)} epochs)")
+
+# %% [markdown]
+# The confusion matrix of seed 0 over all 10,000 test digits (rows: true digit, columns:
+# prediction), drawn from its shipped weights: almost everything sits on the diagonal. The few errors
+# are spread over many cells, a handful at most in each, and the fullest ones pair digits that a
+# hurried hand makes alike: a 5 read as a 3, a 9 as a 4, a 6 as a 1 or a 0, a 7 as a 1.
+
+# %%
+reference.recorded_figure("reference-mnist/resnet20-s0", "confusion")
 
 # %% [markdown]
 # ## The degradation problem, measured
@@ -1255,7 +1268,8 @@ else:
 # %% [markdown]
 # ## The trained network, computed here
 #
-# The recorded run saved its weights next to its metrics (`results/mnist-resnet20/model.pt`).
+# The recorded run of seed 0 saved its weights next to its metrics
+# (`results/reference-mnist/resnet20-s0/model.pt`).
 # `reference.load_model` rebuilds ResNet-20 from the run's settings, checks the file against
 # the SHA-256 recorded in `metrics.json` and loads it, in eval mode. Everything below is computed
 # live from those weights - not from the quick run above - on this notebook's test digits (in
@@ -1263,7 +1277,7 @@ else:
 # on every CPU.
 
 # %%
-trained = reference.load_model("mnist-resnet20", device=DEVICE)
+trained = reference.load_model("reference-mnist/resnet20-s0", device=DEVICE)
 predictions = predict(trained, test_data, keep_images=True)
 wrong = int((predictions.preds != predictions.labels).sum())
 total = len(predictions.labels)
@@ -1284,8 +1298,8 @@ plot.plot_confusion_matrix(predictions, class_names=DIGITS,
 # **The digits it is least sure of.** Ordering the test digits by the probability the network
 # gives its answer (the largest softmax output) shows where mistakes would come from, even where
 # none is made (a wrong answer is titled in red, with the true digit). On the sample all 16 are
-# right, and they are the odd hands: an 8 that could be a 6, open 4s and thin 9s that are nearly
-# each other, a 5 whose loop almost closes into a 6, a 9 with a curled tail like a g.
+# right, and they are the odd hands: an 8 that could be a 4 or a 6, open 4s and thin 9s that are
+# nearly each other, a 5 whose loop almost closes into a 6, 3s drawn like a z or a 2.
 
 # %%
 confidence = predictions.logits.softmax(dim=1).max(dim=1).values
@@ -1310,8 +1324,8 @@ plot.plot_filters(trained)
 # %% [markdown]
 # What the blocks compute for one test digit, a 7. At the end of the first stage the 16 maps
 # ($16 \times 28 \times 28$) are still the digit at full resolution, each tuned to a part of it:
-# some light up along the horizontal bar (maps 1, 7, 8, 11), others along the diagonal stroke
-# (maps 3, 6, 12), others along the outline.
+# some light up along the horizontal bar (maps 1, 7, 8, 10, 14), others along the diagonal stroke
+# (maps 3, 6, 12, 13), others along the outline.
 
 # %%
 digit = predictions.images[0]
@@ -1320,8 +1334,9 @@ plot.plot_feature_maps(trained, digit, layer="layer1", mean=info.mean, std=info.
 # %% [markdown]
 # At the end of the last stage ($64 \times 7 \times 7$, the first 16 shown) nothing looks like a 7
 # any more: each map is a coarse grid of where one pattern was found - at the foot of the stroke
-# (maps 2, 4, 5), over the centre (maps 3, 6, 9, 14) - or is almost dark. The average pool keeps one
-# number per map, and the dense layer weighs those 64 numbers into the ten scores.
+# (maps 0, 1, 5), over the centre (maps 3, 9, 14), along the top bar (map 6) - or is almost dark
+# (maps 8, 12, 13). The average pool keeps one number per map, and the dense layer weighs those 64
+# numbers into the ten scores.
 
 # %%
 plot.plot_feature_maps(trained, digit, layer="layer3", mean=info.mean, std=info.std)

@@ -77,7 +77,7 @@ def get_dataset(name: "str | os.PathLike[str]", split: str = "train", root: "str
     """The ``split`` ("train", "val" or "test") of a data set, as a torch Dataset of (image, label).
 
     ``name``: one of ``DATASETS`` (mnist, fashion-mnist, cifar10, galaxy10, galaxy10-sdss) or the
-    path of an image folder. ``root``: the data folder (else ``$CNNCOURSE_DATA``, else
+    path of an image folder, absolute, relative, or relative to the data folder (``cifar10-jpeg``). ``root``: the data folder (else ``$CNNCOURSE_DATA``, else
     ``~/.cache/cnncourse``). ``transform=None`` gives PIL images, as torchvision does.
     ``image_size`` resizes on the fly (Galaxy10 is 256x256 natively). ``seed`` fixes the
     stratified train/test split of Galaxy10 and of single image folders. In quick mode
@@ -105,8 +105,9 @@ def get_dataset(name: "str | os.PathLike[str]", split: str = "train", root: "str
     try:
         key = canonical_name(os.fspath(name))
     except ValueError:
-        if _looks_like_path(name) or Path(os.fspath(name)).expanduser().is_dir():
-            return image_folder(name, split, transform=transform, image_size=image_size, seed=seed)
+        found = resolve_data(name, root)  # an image folder by its path, or by its name inside the data folder
+        if _looks_like_path(found) or Path(found).expanduser().is_dir():
+            return image_folder(found, split, transform=transform, image_size=image_size, seed=seed)
         raise
     if quick_mode():
         return SampleDataset(key, split, transform=transform, image_size=image_size)
