@@ -48,10 +48,38 @@ def make_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = False,
     if seed is not None:
         generator = torch.Generator()
         generator.manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=drop_last,
-                      persistent_workers=workers > 0, worker_init_fn=seed_worker if workers > 0 else None,
-                      generator=generator)
+    kind = _PrivateRandomLoader if generator is not None and workers == 0 else DataLoader
+    return kind(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+                persistent_workers=workers > 0, worker_init_fn=seed_worker if workers > 0 else None,
+                generator=generator)
+
+
+class _PrivateRandomLoader(DataLoader):
+    """A seeded DataLoader without worker processes whose transforms draw from a stream of their own.
+
+    In the main process, torchvision's random transforms draw from torch's global generator, which
+    the loader's seed does not touch (worker processes are seeded by ``seed_worker`` instead). Here
+    every pass seeds a private stream from the loader's generator and swaps it in only while a batch
+    is made, so the augmentation is reproducible, and the training's own random draws (dropout,
+    initialisation) neither shift it nor are shifted by it. A checkpoint that restores the loader's
+    generator (``fit`` saves it) restores the next pass's augmentation too."""
+
+    def __iter__(self):
+        stream = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (), generator=self.generator)))
+        private = stream.get_state()
+        batches = super().__iter__()
+        while True:
+            outer = torch.get_rng_state()
+            torch.set_rng_state(private)
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            finally:
+                private = torch.get_rng_state()
+                torch.set_rng_state(outer)
+            yield batch
 
 
 def _num_classes(dataset: Dataset) -> Optional[int]:
