@@ -190,7 +190,7 @@ for name, norms in gradient_norms.items():
     ax.semilogy(range(1, len(norms) + 1), norms, marker=".", label=name)
 ax.set_xlabel("convolution, from the input (1) to the output")
 ax.set_ylabel("gradient norm ||dL/dW||")
-ax.set_title("untrained plain networks, one batch of 64 digits: no vanishing gradient")
+ax.set_title("untrained plain networks, one batch of 64 digits: the gradient grows towards the input")
 ax.legend()
 plt.show()
 
@@ -212,8 +212,11 @@ plt.show()
 # The $+\,x$ is a **shortcut connection**: the input skips the layers and is added back, with no
 # parameters at all. Now the identity is the easiest thing to learn: drive the weights of $F$
 # towards zero and the block passes its input through. In the paper's argument, layers that are not
-# needed then cost (almost) nothing, and the gradient flows back through the additions unchanged,
-# however deep the network. Whether that holds in a run of ours is measured below, in "The degradation
+# needed then cost (almost) nothing, and the addition hands its gradient to the shortcut unchanged.
+# In the block built below a ReLU follows the addition, so the gradient crosses that ReLU at every
+# block; the "pre-activation" blocks of He et al.'s follow-up paper (2016) move the ReLU into the
+# branch, and only then does the gradient reach early layers through the shortcuts untouched, however
+# deep the network. Whether shortcuts help in a run of ours is measured below, in "The degradation
 # problem, measured".
 
 # %% [markdown]

@@ -112,7 +112,8 @@ if "google.colab" in sys.modules and KEEP_ON_DRIVE and not QUICK:
 # * **memory**: the images held in memory, VGG16's training state and one checkpoint are computed below;
 #   the peak GPU memory of a batch of 64 is not measured yet;
 # * **accuracy to expect**: a published VGG16 on Galaxy10 DECaLS reaches about 79 % test accuracy
-#   (Wang, "Galaxy morphology classification with DenseNet", J. Phys.: Conf. Ser. 2580, 2023); ours is not measured yet.
+#   on 224-pixel images (Wang, "Galaxy morphology classification with DenseNet", J. Phys.: Conf. Ser.
+#   2580, 2023); this notebook's default is 128 pixels, and its own accuracy is not measured yet.
 #
 # In real mode `fit` writes a checkpoint to `RUNS` after every epoch, and when the training cell is run
 # again it continues from there: a Colab disconnect costs at most the epoch in progress.
@@ -522,8 +523,9 @@ nb05.check_my_dropout(my_dropout)
 # `layer_summary` for the image size this notebook trains on. The classifier begins with an
 # **adaptive average pool to 7x7**: whatever the image size, the last feature map is stretched or
 # shrunk to 7x7, so the 25,088-input dense layer - and its 103 million weights - stay the same. Below
-# 224 pixels the map is smaller than 7x7 and the pool simply repeats its values: at 32 pixels the
-# five max-pools leave a single pixel, copied 49 times.
+# 224 pixels the map is smaller than 7x7 and the pool spreads it over the 49 places: each output
+# averages a small window of the map, and neighbouring windows overlap. At 32 pixels the five
+# max-pools leave a single pixel, which is copied 49 times.
 
 # %%
 cnncourse.seed_everything(0)
@@ -805,7 +807,8 @@ plot.plot_predictions(predictions, class_names=[name.replace(" ", "\n", 1) for n
 #
 # The full Galaxy10 DECaLS file (2.5 GB) cannot be downloaded on the machines that built this course,
 # so **the full-data result is not yet measured**. What is recorded is the quick-mode sample: VGG16 on
-# the 90 training and 30 test images shipped with the package, at 64 px, 3 epochs. With three test
+# the 90 training and 30 test images shipped with the package, at 64 px, 3 epochs, with plain SGD
+# (learning rate 0.01, momentum 0.9, batch 30), not this notebook's Adam $10^{-4}$. With three test
 # images per class this says nothing about VGG16's real accuracy (published: about 79 %); it shows that
 # the pipeline runs end to end. Run `cnncourse train --model vgg16 --data galaxy10 --image-size 128`
 # on a GPU to measure the real thing.

@@ -444,7 +444,7 @@ def show_heat_maps(shown, index, rows, loader, classes, title):
                 axes[row, j].imshow(maps[j], cmap="gray", vmin=0, vmax=1)
             else:
                 axes[row, j].imshow(grey[j], cmap="gray", vmin=0, vmax=1)
-                axes[row, j].imshow(maps[j], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                axes[row, j].imshow(maps[j], cmap="viridis", alpha=0.45, vmin=0, vmax=1)
     for row, name in enumerate(["image", *rows], start=0):
         axes[row, 0].text(-0.08, 0.5, name.replace(", ", ",\n"), transform=axes[row, 0].transAxes, rotation=90,
                           ha="right", va="center", fontsize=7)
@@ -483,7 +483,7 @@ show_heat_maps(cifar, lenet_right, heat_rows(lenet, lenet.bn2, cifar, lenet_righ
 # %% [markdown]
 # What they show. Grad-CAM at `bn2` has 10 x 10 positions for 32 x 32 pixels, so each heat map is a
 # few soft blobs, not an outline: at best it tells roughly *where* the class evidence sits. On some of
-# these images the warmest blob lies on the object - the bird's head, the dog's face, the truck's box,
+# these images the brightest (yellow) blob lies on the object - the bird's head, the dog's face, the truck's box,
 # the ship's hull; on others it lies beside the object or on the background - for the airplane on the
 # sky at the edges, for the frog partly on the green around it - and for the deer the map is nearly
 # empty. The saliency maps show even less: speckle spread over the whole image with no visible shape
@@ -613,9 +613,9 @@ for name, results in hiding.items():
 # What the test says, read from the checks above (the table gives the sizes). Hiding the quarter a map
 # rates *lowest* hurts less than hiding the quarter it rates highest, for both maps and both networks:
 # the maps do separate pixels that matter from pixels that matter little. Against another image's top
-# quarter the picture is weaker: the image's own map wins for three of the four, always by less than
-# it wins against its own bottom quarter, and for ResNet-20's Grad-CAM the other image's map even hurts
-# more. On these centred images much of what the maps say is "the middle, where objects usually are",
+# quarter the picture is weaker: the image's own map does better for both saliency maps, by less
+# than against its own bottom quarter; for LeNet's Grad-CAM the two lie within a hundredth of each
+# other, a tie on 200 images; and for ResNet-20's Grad-CAM the other image's map even hurts more. On these centred images much of what the maps say is "the middle, where objects usually are",
 # and little of it is specific to the image.
 
 # %% [markdown]
@@ -623,9 +623,11 @@ for name, results in hiding.items():
 # quarter, probably because holes all over an image break its edges everywhere, a change no training
 # image had (the course has not tested that explanation); so a
 # fair deletion test compares masks of the same shape, as the "another image" column does. And a map
-# that looks right is no evidence by itself: Adebayo et al. (2018) found that some saliency methods
-# give much the same maps for a network with random weights. On small networks like these two, the
-# maps are weak evidence of *why* an image got its label.
+# that looks right is no evidence by itself: Adebayo et al. ("Sanity checks for saliency maps", 2018)
+# found that some methods, guided backpropagation among them, give much the same maps for a network
+# with random weights. Plain gradients and Grad-CAM, the two used here, passed their test; still, it
+# is a test like the one above, not the look of a map, that speaks for a method. On small networks
+# like these two, the maps are weak evidence of *why* an image got its label.
 
 # %% [markdown]
 # ## Transfer learning: ImageNet weights in the course's ResNet-50

@@ -914,7 +914,7 @@ for j in range(len(x)):
                          f"ResNet: {CLASSES[preds['resnet56'][j]]}", fontsize=7)
     for row, maps in enumerate(rows.values(), start=1):
         axes[row, j].imshow(grey[j], cmap="gray", vmin=0, vmax=1)
-        axes[row, j].imshow(maps[j], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        axes[row, j].imshow(maps[j], cmap="viridis", alpha=0.45, vmin=0, vmax=1)
 for row, text in enumerate(["image (true class,\npredictions)", *rows]):
     axes[row, 0].text(-0.1, 0.5, text, transform=axes[row, 0].transAxes, rotation=90, ha="right", va="center",
                       fontsize=7)
