@@ -8,7 +8,8 @@
 # padding, stride and the output-size formula, single- and multi-channel convolution, the
 # activation, max and average pooling (and why max pooling keeps a detector's answer), and the dense
 # layer. Every formula is computed from scratch in NumPy (`cnncourse.theory`, plain loops you can
-# read) **and** checked against PyTorch in the same cell.
+# read) **and** checked against PyTorch in the same cell. On the way: PyTorch's tensors, and
+# gradients with autograd.
 #
 # Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
 # 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10 · 7 what the network looks at · 8 a Vision Transformer ·
@@ -44,26 +45,6 @@ print("torch", torch.__version__, "| quick mode:", cnncourse.quick_mode())
 print(cnncourse.describe_device())
 
 # %% [markdown]
-# ## What a real run costs
-#
-# Nothing here trains, so quick mode and the real run are the same notebook:
-#
-# * **download**: none. The one CIFAR-10 photograph it filters comes from the sample shipped with the
-#   package, in both modes; the CIFAR-10 tarball (about 170 MB, 163 MiB) is first downloaded in notebook 2;
-# * **time on a CPU**: seconds for the whole notebook; **on a GPU**: nothing to gain, it uses none;
-# * **memory**: the package's small CIFAR-10 sample and arrays of at most one image (computed below);
-# * **accuracy to expect**: none - the notebook checks formulas against PyTorch, it trains nothing.
-
-# %%
-from cnncourse.data.samples import sample_path
-
-sample_file = sample_path("cifar10")
-print(f"data read: {sample_file.name}, shipped with the package, {sample_file.stat().st_size / 1e6:.1f} MB on disk; "
-      "nothing is downloaded")
-print(f"memory, computed: one 32x32 RGB image is {32 * 32 * 3:,} bytes as uint8, "
-      f"{32 * 32 * 8:,} bytes as float64 grey levels")
-
-# %% [markdown]
 # ## Where CNNs come from
 #
 # In the 1950s-60s Hubel and Wiesel found two kinds of neurons in the cat's visual cortex.
@@ -73,10 +54,7 @@ print(f"memory, computed: one 32x32 RGB image is {32 * 32 * 3:,} bytes as uint8,
 #
 # Fukushima's **neocognitron** (1980) stacked these two ideas as alternating S-layers (feature
 # detectors) and C-layers (shift-tolerant pooling). It learned without labels and without
-# backpropagation, one layer at a time. Fukushima's later versions use **add-if-silent**: when a
-# training pattern leaves every S cell of a layer silent, a new cell is added whose input weights
-# copy that pattern, in one shot; a pattern that some cell already answers adds nothing (the 1980
-# original instead reinforced the most active cell of each small area).
+# backpropagation, one layer at a time.
 #
 # LeCun's **LeNet** (1989-1998) kept the architecture - convolution for S, subsampling for C - but
 # trained all of it end to end by **backpropagation**, with labels: the error of the network's answer
@@ -134,6 +112,46 @@ def conv_params(in_channels, out_channels, kernel, bias=True):
 from cnncourse.exercises import nb01
 
 nb01.check_conv_params(conv_params)
+
+# %% [markdown]
+# ## Tensors: a batch of images as one array
+#
+# PyTorch keeps a batch of images in one tensor of shape $(N, C, H, W)$: $N$ images, $C$ channels,
+# $H$ rows and $W$ columns. Element $[n, c, y, x]$ is channel $c$ of image $n$ at row $y$, column
+# $x$, stored at position $((n C + c) H + y) W + x$ of the tensor's memory.
+
+# %%
+batch = torch.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)   # N = 2 images, C = 3 channels, 4 x 5 pixels
+n, c, y, x = 1, 2, 3, 4
+print("shape (N, C, H, W):", tuple(batch.shape))
+print("element [1, 2, 3, 4] is number", batch[n, c, y, x].item(), "- the formula gives",
+      ((n * 3 + c) * 4 + y) * 5 + x)
+
+# %% [markdown]
+# **Indexing with `None` adds an axis of length 1.** `t[None]` puts a new axis in front, `t[None, None]`
+# two, `t[:, None]` one in second place. That is how a single grey image of shape $(H, W)$ becomes the
+# batch of one image with one channel, $(1, 1, H, W)$, that `conv2d` needs (below, in "The
+# convolution formula"), and `[0, 0]` takes it out again.
+
+# %%
+grey_image = torch.zeros(4, 4)
+print(tuple(grey_image[None].shape), tuple(grey_image[None, None].shape), tuple(grey_image[:, None].shape))
+print("the same as unsqueeze:", torch.equal(grey_image[None, None], grey_image.unsqueeze(0).unsqueeze(0)))
+
+# %% [markdown]
+# **Broadcasting.** An operation on two tensors of different shapes lines their axes up from the
+# last one, and an axis of length 1 is repeated to match the other tensor. So subtracting a
+# per-channel mean of shape $(C, 1, 1)$ from an $(N, C, H, W)$ batch computes
+# $x'_{n,c,y,x} = x_{n,c,y,x} - \mu_c$ for every image and pixel, without a loop and without copying
+# the means.
+
+# %%
+batch = torch.rand(2, 3, 4, 5)
+mean = batch.mean(dim=(0, 2, 3))           # one mean per channel: shape (3,)
+centred = batch - mean[:, None, None]      # (2, 3, 4, 5) - (3, 1, 1): repeated over N, H and W
+by_loop = torch.stack([torch.stack([batch[n, c] - mean[c] for c in range(3)]) for n in range(2)])
+print("broadcasting equals the loop:", torch.allclose(centred, by_loop))
+print("every channel now has mean 0:", torch.allclose(centred.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-6))
 
 # %% [markdown]
 # ## The convolution formula
@@ -294,9 +312,8 @@ print("image:", samples.classes[label])
 # blue a darker one, white no vertical line (each panel has its own scale, centred on 0). The
 # $3 \times 3$ filter leaves short, faint marks scattered over the picture: one-pixel details. The
 # $9 \times 9$ filter draws a few long bands: the bright pillar of the cab beside its dark windscreen
-# gives a red band next to a blue one. The strong red columns along the left and right borders are
-# not in the photograph: they come from the zero padding, whose black border next to the image looks
-# like the dark side of a bright line.
+# gives a red band next to a blue one. The red columns along the borders come from the zero padding,
+# whose black border looks like the dark side of a bright line.
 
 # %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
@@ -329,6 +346,39 @@ by_torch = by_torch[0, 0].numpy()
 print("f(I') equal to torch's relu(conv2d(...)):", np.allclose(activated, by_torch))
 print(f"pixels where the filter answers, f(I') > 0: {(activated > 0).sum()} of {activated.size}; "
       f"set to 0 by ReLU: {(small_response < 0).sum()}")
+
+# %% [markdown]
+# ## Gradients with autograd
+#
+# A tensor made with `requires_grad=True` records what is computed from it, and `loss.backward()`
+# then fills its `.grad` with the derivative of the loss. For one weight $w$, inputs $x_i$ and
+# targets $y_i$, the squared error $L = \sum_i (w x_i - y_i)^2$ has the derivative
+# $\partial L / \partial w = \sum_i 2 (w x_i - y_i)\, x_i$; autograd must give the same number.
+
+# %%
+inputs = torch.tensor([1.0, 2.0, 3.0])
+targets = torch.tensor([2.0, 4.0, 6.0])     # targets = 2 * inputs: the best weight is 2
+weight = torch.tensor(0.5, requires_grad=True)
+loss = ((weight * inputs - targets) ** 2).sum()
+loss.backward()
+by_formula = (2 * (weight.detach() * inputs - targets) * inputs).sum()
+print("autograd:", weight.grad.item(), "| by the formula:", by_formula.item())
+
+# %% [markdown]
+# **A gradient step** moves the weight against its gradient, $w \leftarrow w - \eta\, \partial L/\partial w$,
+# with a learning rate $\eta$. An optimizer such as `torch.optim.SGD` makes that step for every
+# parameter it holds; `zero_grad()` comes first, because `backward` adds to `.grad` instead of
+# overwriting it. A hundred steps find the best weight:
+
+# %%
+weight = torch.tensor(0.5, requires_grad=True)
+optimizer = torch.optim.SGD([weight], lr=0.01)
+for step in range(100):
+    optimizer.zero_grad()
+    loss = ((weight * inputs - targets) ** 2).sum()
+    loss.backward()
+    optimizer.step()                        # weight <- weight - 0.01 * dL/dweight
+print(f"after 100 steps: weight = {weight.item():.4f}; within 0.001 of 2: {abs(weight.item() - 2) < 1e-3}")
 
 # %% [markdown]
 # ### Exercise 1.4: Learn the vertical-line filter by gradient descent
@@ -422,16 +472,12 @@ for k in (2, 4):
 
 # %% [markdown]
 # **Why the neocognitron's C cells are closer to max pooling.** A C cell fires when *any* of the S
-# cells it collects fires, and its response saturates: one S cell that finds the line is enough for
-# a strong answer, wherever in the C cell's area it sits. That is max pooling, which gives the same 6
-# for one strong response in a window as for a window full of them. An average would make the C cell's
-# answer depend on how much of its area the line covers.
+# cells it collects fires: one S cell that finds the line is enough for a strong answer, as in max
+# pooling. An average would make the answer depend on how much of the area the line covers.
 #
-# The figure shows it on the truck (one colour scale for all five panels, white 0, dark red the
-# strongest response). Max pooling keeps the lines red and spreads each over its window: the bigger
-# the window, the coarser the map, but the strong responses stay strong. Average pooling fades them:
-# at $4 \times 4$ barely anything is left. The darkest columns, at the left and right borders, are
-# the zero padding's artefact seen above, not lines of the truck.
+# On the truck (one colour scale for all five panels, white 0): max pooling keeps the strong
+# responses strong while the map gets coarser; average pooling fades them, and at $4 \times 4$
+# barely anything is left. The dark columns at the borders are the zero padding's artefact.
 
 # %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(1, 5, figsize=(14, 3.2), layout="constrained")
@@ -508,5 +554,8 @@ print("parameters of nn.Linear(5, 3):", theory.dense_param_count(5, 3), "=", sum
 #   the channel count; max pooling keeps a detector's response at full strength (like the
 #   neocognitron's C cells), average pooling dilutes a one-pixel line by the window's width.
 # * Dense layers finish the job: $x' = f(Wx + b)$.
+# * PyTorch holds images as $(N, C, H, W)$ tensors; `None` adds an axis, broadcasting repeats axes of
+#   length 1; autograd's `backward` gives the gradients, and an optimizer step moves every weight
+#   against its gradient.
 #
 # Next: notebook 2 assembles these layers into LeNet and trains it on CIFAR-10.
