@@ -119,7 +119,8 @@ def wall_minutes(metrics: dict) -> float:
 
 
 def summary(name: str, path: Optional[PathLike] = None, missing: Optional[str] = None) -> str:
-    """One deterministic line about a recorded run, for notebooks and README; ``missing`` (e.g. "not
+    """One deterministic line about a recorded run, for the lessons (no run-folder name, no commit: the
+    provenance stays in its metrics.json); ``missing`` (e.g. "not
     measured yet") is returned instead of raising FileNotFoundError when the run was never recorded."""
     try:
         metrics = load_result(name, path)
@@ -130,10 +131,10 @@ def summary(name: str, path: Optional[PathLike] = None, missing: Optional[str] =
     prov = metrics["provenance"]
     quick = " (quick-mode sample)" if prov.get("quick_mode") else ""
     resumed = f" (resumed after epoch {prov['resumed_from_epoch']})" if prov.get("resumed_from_epoch") else ""
-    return (f"{name}: {metrics['model']} on {metrics['data']}{quick}, {metrics['epochs']} epoch(s): "
+    # No run-folder name and no commit: a lesson shows the result; the provenance stays in metrics.json.
+    return (f"{metrics['model']} on {metrics['data']}{quick}, {metrics['epochs']} epoch(s): "
             f"{_validation(metrics)}test accuracy {100 * metrics['test_accuracy']:.2f} %, "
-            f"{wall_minutes(metrics):.1f} min{resumed} on "
-            f"{hardware(metrics)}; torch {prov['torch_version']}, commit {str(prov['git_commit'])[:7]}")
+            f"{wall_minutes(metrics):.1f} min{resumed} on {hardware(metrics)}; torch {prov['torch_version']}")
 
 
 def _validation(metrics: dict) -> str:

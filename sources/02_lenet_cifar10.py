@@ -573,8 +573,9 @@ fig.tight_layout()
 print(f"lowest smoothed loss at lr {lowest:.0e}; suggested starting rate about {lowest / 10:.0e}")
 
 # %% [markdown]
-# On this LeNet the loss barely moves below $10^{-3}$, falls between $10^{-3}$ and $10^{-2}$, and
-# explodes a little above $10^{-1}$; the suggestion lands at a few times $10^{-3}$. The article's
+# On this LeNet the loss barely moves below $10^{-3}$, falls a little between $10^{-3}$ and $10^{-2}$,
+# and jumps above $10^{-1}$; the suggestion lands near $10^{-3}$ - on a curve this flat and noisy, a
+# rough hint, not a measurement. The article's
 # constant 0.01 sits at the upper end of the useful range: fast at first, perhaps unable to settle
 # later - a guess the controlled runs below test, with a constant $10^{-3}$ and with a decaying 0.01.
 
@@ -896,7 +897,7 @@ print("without BatchNorm LeNet is worse at the article's settings:", beats(L[0],
 #   does not ask (a rung that swaps the order of the two changes would).
 # * **The plateau is the large constant learning rate.** Keeping everything of the article's recipe but
 #   letting 0.01 decay, or using a constant $10^{-3}$ from the start, both end clearly higher in every
-#   seed: the range test's guess above was right.
+#   seed, as the range test's rough hint above suggested.
 # * **BatchNorm matters most of all**: without it LeNet at the article's settings ends far lower in
 #   every seed, and its seeds scatter over ten points, far more than any other group's.
 

@@ -990,7 +990,7 @@ else:
     print("the shares need all four cells; not measured yet:",
           "; ".join(label for label in cells if label not in recorded))
 for label in recorded:
-    print(reference.summary(cells[label] + "-s0"))
+    print(f"{label}: {reference.summary(cells[label] + '-s0')}")
 
 # %% [markdown]
 # The four cells' validation accuracy per epoch, read from the same files: one colour per network,
