@@ -452,7 +452,7 @@ class TrainState:
         return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "epochs": self.epochs,
                 "options": self.options, "optimizer_class": type(self.optimizer).__name__,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scheduler": _scheduler_state(self.scheduler) if self.scheduler is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "history": self.history.to_list(), "rng": _rng_state(self.loader)}
 
@@ -515,6 +515,13 @@ class TrainState:
             self.scaler.load_state_dict(state["scaler"])
         self.history, self.epoch = History(state["history"]), int(state["epoch"])
         _set_rng_state(state["rng"], self.loader)
+
+
+def _scheduler_state(scheduler) -> Dict[str, Any]:
+    """The scheduler's state dict without functions: torch 2.3 keeps OneCycleLR's annealing function in
+    it (``anneal_func``; newer torch keeps its name), which ``torch.load(..., weights_only=True)``
+    refuses to read back. Loading keeps the function the scheduler was built with from the same options."""
+    return {key: value for key, value in scheduler.state_dict().items() if not callable(value)}
 
 
 def _check_entries(state: Dict[str, Any]) -> None:

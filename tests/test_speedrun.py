@@ -83,14 +83,23 @@ def test_every_trick_removal_changes_the_recipe_and_still_runs(quick, mnist_samp
     assert math.isfinite(result["history"][-1]["train_loss"])
 
 
+def _cpu_autocast_dtype():
+    """The dtype that CPU autocast computes in right now (float32 when it is off); torch < 2.4 has
+    only the CPU-specific functions, which newer torch deprecates."""
+    try:
+        enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    except (TypeError, AttributeError):   # torch 2.3: is_autocast_enabled() takes no device
+        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return dtype if enabled else torch.float32
+
+
 def test_bf16_and_layout_flags_are_applied(quick, mnist_sample, monkeypatch):
     nets, dtypes = [], set()
     original = mnist_net
 
     def spy(*args, **kwargs):
         net = original(*args, **kwargs)
-        net.register_forward_pre_hook(lambda m, inputs: dtypes.add(
-            torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32))
+        net.register_forward_pre_hook(lambda m, inputs: dtypes.add(_cpu_autocast_dtype()))
         nets.append(net)
         return net
 
