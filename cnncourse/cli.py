@@ -518,8 +518,9 @@ def speedrun_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.task == "mnist" and (args.data is not None or args.val_fraction is not None):
         raise UsageError("--data and --val-fraction apply to --task cifar10 (MNIST's speedrun always reads MNIST "
                          "and holds out 10 %)")
-    for name, value, high in (("--seed", args.seed, 2**63 - 1), ("--val-seed", args.val_seed, 2**63 - 1),
-                              ("--epochs", args.epochs, 10_000)):
+    from cnncourse.runconfig import LIMITS  # the same bounds as `train`
+    for name, value, high in (("--seed", args.seed, LIMITS["seed"][0]), ("--val-seed", args.val_seed, LIMITS["seed"][0]),
+                              ("--epochs", args.epochs, LIMITS["epochs"][0])):
         if value is not None and not 0 <= value <= high:
             raise UsageError(f"{name} must be within 0..{high:,}; got {value}")
     if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:

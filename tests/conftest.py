@@ -81,3 +81,15 @@ def mounts(tmp_path):
     finally:
         for folder in reversed(m.mounted):
             subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models train fastest on one thread, and far faster when other programs share the CPU;
+    the caller's thread count comes back afterwards. Test files use it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

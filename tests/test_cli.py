@@ -12,13 +12,7 @@ import torch
 from cnncourse.cli import build_parser, main
 from cnncourse.runconfig import TrainConfig
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Quick runs are fastest on one thread, and far faster when other programs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TRAIN_OPTIONS = ("--model", "--data", "--epochs", "--batch-size", "--lr", "--optimizer", "--image-size",

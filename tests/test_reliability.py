@@ -17,12 +17,7 @@ from cnncourse.fastdata import TensorLoader
 from cnncourse.train import evaluate, fit, make_optimizer, predict
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(classes=4):

@@ -18,13 +18,7 @@ from cnncourse.train import (History, TrainingDiverged, evaluate, fit, make_opti
 TIMING_COLUMNS = ("seconds", "train_images_per_s")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models train fastest on one thread, and far faster when other programs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def read_idx(path) -> torch.Tensor:
