@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="show Python tracebacks for errors (also CNNCOURSE_DEBUG=1)")
 
     speed = commands.add_parser(
-        "speedrun", help="notebook 9's speedruns: MNIST on a CPU, CIFAR-10 airbench-style on a GPU",
+        "speedrun", help="notebook 9's speedruns: MNIST and CIFAR-10 (airbench's recipe) on a CPU or a GPU",
         description="Train the speedrun network and write DIR/metrics.json with train_seconds (first to last "
                     "optimisation step), validation and test accuracy and the CPU's capability. MNIST holds "
                     "out 10 %% of the training images for validation.",
@@ -102,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--val-seed", type=int, default=0, metavar="K",
                        help="seed of the validation hold-out (default 0, the same for every --seed)")
     speed.add_argument("--without", metavar="TRICK", default=None,
-                       help="remove one trick of the MNIST recipe, by its name in cnncourse.speedrun.TRICKS, "
-                            "e.g. 'BatchNorm' (a wrong name lists them)")
-    speed.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+                       help="remove one trick of the recipe, by its name in cnncourse.speedrun.TRICKS (MNIST) or "
+                            "cnncourse.cifar_speedrun.TRICKS (CIFAR-10), e.g. 'BatchNorm' (a wrong name lists them)")
+    speed.add_argument("--epochs", type=float, default=None,
+                       help="override the recipe's epochs (CIFAR-10 may take a fraction, e.g. 9.9)")
     speed.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     speed.add_argument("--data-root", metavar="DIR", default=None, help="the data folder (as for train)")
     speed.add_argument("--data", metavar="PATH", default=None,
@@ -509,12 +510,15 @@ def speedrun_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cnncourse import speedrun
     if args.threads:
         torch.set_num_threads(args.threads)
-    changes = {} if args.epochs is None else {"epochs": args.epochs}
+    if args.task == "mnist" and args.epochs is not None and args.epochs != int(args.epochs):
+        raise UsageError(f"--epochs {args.epochs}: MNIST's speedrun takes a whole number of epochs")
+    changes = {} if args.epochs is None else {"epochs": args.epochs if args.task == "cifar10" else int(args.epochs)}
     if args.without is not None:
-        if args.task != "mnist" or args.without not in speedrun.TRICKS:
-            raise UsageError(f"--without {args.without!r}: choose one of {', '.join(map(repr, speedrun.TRICKS))} "
-                             "(MNIST only)")
-        changes.update(speedrun.TRICKS[args.without][1])
+        tricks = speedrun.TRICKS if args.task == "mnist" else _cifar_tricks()
+        if args.without not in tricks:
+            raise UsageError(f"--without {args.without!r}: for --task {args.task} choose one of "
+                             f"{', '.join(map(repr, tricks))}")
+        changes.update(tricks[args.without][1])
     if args.task == "mnist" and (args.data is not None or args.val_fraction is not None):
         raise UsageError("--data and --val-fraction apply to --task cifar10 (MNIST's speedrun always reads MNIST "
                          "and holds out 10 %)")
@@ -538,10 +542,12 @@ def speedrun_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
             if data is not None and not Path(data).is_dir():
                 raise UsageError(f"--data {args.data}: no such folder, nor inside the data folder; give an image "
                                  "folder with train/ and test/ (e.g. the CIFAR-10 JPEG copy)")
-            result = speedrun.speedrun_cifar10(seed=args.seed, root=args.data_root, progress=not args.no_progress,
-                                               data=data, val_fraction=args.val_fraction or 0.0,
-                                               val_seed=args.val_seed, **changes)
+            from cnncourse.cifar_speedrun import speedrun_cifar10
+            result = speedrun_cifar10(seed=args.seed, root=args.data_root, progress=not args.no_progress,
+                                      data=data, val_fraction=args.val_fraction or 0.0,
+                                      val_seed=args.val_seed, **changes)
             result["data"] = "cifar10" if data is None else portable_data_name(data, args.data_root)
+            result["removed_trick"] = args.without
         result["quick_mode"] = _quick()
         path = speedrun.record(result, out, _speedrun_command(args, result.get("data")))
     finally:
@@ -552,10 +558,16 @@ def speedrun_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _cifar_tricks() -> dict:
+    from cnncourse.cifar_speedrun import TRICKS
+    return TRICKS
+
+
 def _speedrun_command(args: argparse.Namespace, data: Optional[str]) -> str:
     """The command that re-runs a speedrun on any machine: no --threads, --data-root or absolute data path."""
     parts = ["cnncourse", "speedrun", "--task", args.task, "--seed", str(args.seed)]
-    for flag, value in (("--without", args.without), ("--epochs", args.epochs),
+    epochs = None if args.epochs is None else (int(args.epochs) if args.epochs == int(args.epochs) else args.epochs)
+    for flag, value in (("--without", args.without), ("--epochs", epochs),
                         ("--data", data if data not in (None, "cifar10") else None),
                         ("--val-fraction", args.val_fraction or None),
                         ("--val-seed", args.val_seed if args.val_fraction else None)):

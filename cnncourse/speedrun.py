@@ -6,13 +6,7 @@
   to the last optimisation step (warm-up and compilation included; reading the files and the final
   evaluation excluded). :data:`TRICKS` lists what removing each trick means, so that its share can
   be measured one change at a time.
-* :func:`speedrun_cifar10`: CIFAR-10 on a GPU, after the pieces airbench published (Jordan, 2024:
-  94 % in 3.09 s on an A100): a patch-whitening first layer, derandomised flips, label smoothing,
-  Nesterov SGD, test-time flips, the data resident on the device in half precision, channels_last.
-  Left out: Lookahead, random translations, multi-crop test-time augmentation, identity-initialised
-  convolutions and airbench's scaled BatchNorm biases; so this is not expected to reach 94 % as is.
-  Written here from the paper's description, not from its code, and smaller in ambition: it runs
-  on a CPU in quick mode so that it is tested; its GPU figure is recorded only where a GPU was lent.
+* CIFAR-10's speedrun (airbench's recipe on a CPU) lives in :mod:`cnncourse.cifar_speedrun`.
 
 Why not torch's DataLoader: per-image Python work costs more than these networks' arithmetic; that
 is one of the tricks measured (``data_on_device``).
@@ -32,8 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["MnistRecipe", "TRICKS", "mnist_net", "speedrun_mnist", "cpu_capability", "split_tensors", "normalise",
-           "decoding_loader", "use_bf16", "airbench_net",
-           "whitening_weights", "alternating_flips", "speedrun_cifar10", "tta_logits", "quiet_stderr", "record"]
+           "decoding_loader", "use_bf16", "tta_logits", "quiet_stderr", "record"]
 
 
 # ----------------------------------------------------------------------------------------- MNIST
@@ -262,133 +255,6 @@ def speedrun_mnist(recipe: Optional[MnistRecipe] = None, seed: int = 0, root=Non
             "test_accuracy": _accuracy(model, evaluate["test"], test_y.to(device), torch.bfloat16 if bf16 else None),
             "num_test_images": len(test_y), "history": history,
             "num_parameters": sum(p.numel() for p in model.parameters())}
-
-
-# -------------------------------------------------------------------------------------- CIFAR-10
-def whitening_weights(images: torch.Tensor, patch: int = 2, eps: float = 5e-4) -> torch.Tensor:
-    """Filters that whiten ``patch`` x ``patch`` patches of ``images`` (float, N x C x H x W): the
-    eigenvectors of the patches' covariance (centred; airbench uses the uncentred second moment)
-    divided by the square root of their eigenvalues plus ``eps``, and their negatives (so a ReLU-like
-    activation keeps both signs): 2 x C x patch**2 filters, smallest eigenvalue first."""
-    c = images.shape[1]
-    patches = images.unfold(2, patch, 1).unfold(3, patch, 1)  # N, C, H', W', p, p
-    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * patch * patch).double()
-    covariance = torch.cov(patches.T)
-    values, vectors = torch.linalg.eigh(covariance)
-    filters = (vectors / torch.sqrt(values + eps)).T.reshape(-1, c, patch, patch)
-    return torch.cat([filters, -filters]).float()
-
-
-def airbench_net(widths=(64, 256, 256), whiten_channels: int = 3, patch: int = 2) -> nn.Sequential:
-    """A 2x2 whitening convolution (its weights frozen, its bias trained), then three blocks (3x3 conv, 2x2 max-pool, BN, GELU, 3x3
-    conv, BN, GELU), global max-pooling and a linear layer whose output is scaled down by 9."""
-    whiten = nn.Conv2d(whiten_channels, 2 * whiten_channels * patch * patch, patch, bias=True)
-    whiten.weight.requires_grad_(False)
-    layers, channels = [whiten, nn.GELU()], whiten.out_channels
-    for out in widths:
-        layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(out),
-                   nn.GELU(), nn.Conv2d(out, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.GELU()]
-        channels = out
-    head = nn.Linear(channels, 10, bias=False)
-    return nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten(), head, _Scale(1 / 9))
-
-
-class _Scale(nn.Module):
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return x * self.factor
-
-
-def alternating_flips(n: int, epoch: int, seed: int = 0, device=None) -> torch.Tensor:
-    """Which of ``n`` images to mirror in ``epoch``: a seeded random half in even epochs, exactly the
-    other half in odd ones, so every pair of epochs sees every image both ways (derandomised flips)."""
-    first = torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.5
-    return (first if epoch % 2 == 0 else ~first).to(device)
-
-
-def _low_precision(device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype of the CIFAR-10 run: bfloat16 on a GPU that has it (no gradient scaler needed)
-    or a CPU with native bf16, float16 on an older GPU, None (float32) elsewhere."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if use_bf16(True, device) else None
-
-
-def speedrun_cifar10(epochs: int = 10, batch_size: int = 1024, lr: float = 0.4, momentum: float = 0.9,
-                     weight_decay: float = 5e-4, label_smoothing: float = 0.2, widths=(64, 256, 256),
-                     seed: int = 0, root=None, device=None, val_fraction: float = 0.0,
-                     progress: bool = False, data=None, val_seed: int = 0) -> Dict[str, Any]:
-    """Train :func:`airbench_net` on CIFAR-10 with the airbench pieces; return seconds and accuracies
-    (with and without test-time flips). On a GPU the data live there in half precision (the autocast
-    dtype of :func:`_low_precision`; float16 gets a gradient scaler); on a CPU in float32.
-    Schedule: the rate rises linearly over the first fifth of the steps, then falls linearly to 0."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    from cnncourse.data import get_dataset, to_tensors
-    splits = ("train", "val", "test") if val_fraction else ("train", "test")
-    source = "cifar10" if data is None else data  # an image-folder copy (train/, test/) may stand in for CIFAR-10
-    data = {s: to_tensors(get_dataset(source, s, root=root, val_fraction=val_fraction, seed=val_seed))
-            for s in splits}
-    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-    amp = _low_precision(device)
-    storage = amp if device.type == "cuda" else torch.float32
-    x_train = normalise(data["train"][0], mean, std, device, True, storage)
-    y_train = data["train"][1].to(device)
-    torch.manual_seed(seed)
-    model = airbench_net(widths).to(device).to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        model[0].weight.copy_(whitening_weights(x_train[:5000].float().cpu()).to(device))
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
-                                lr=lr, momentum=momentum, nesterov=True)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    steps_per_epoch = max(1, len(y_train) // batch_size)
-    total = epochs * steps_per_epoch
-    warm = max(1, total // 5)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    generator = torch.Generator().manual_seed(seed)
-    from cnncourse.train import _progress_bar_class
-    bar = _progress_bar_class()(total=total, disable=not progress, desc="airbench-style")
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for epoch in range(epochs):
-        flips = alternating_flips(len(y_train), epoch, seed, device)
-        images = torch.where(flips.view(-1, 1, 1, 1), x_train.flip(-1), x_train)
-        order = torch.randperm(len(y_train), generator=generator).to(device)
-        for step in range(steps_per_epoch):
-            index = order[step * batch_size:(step + 1) * batch_size]
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = F.cross_entropy(model(images[index]), y_train[index], label_smoothing=label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            schedule.step()
-            bar.update()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    train_seconds = time.perf_counter() - started
-    bar.close()
-    result = {"train_seconds": train_seconds, "epochs": epochs, "device": str(device), "seed": seed,
-              "autocast": str(amp), "num_train_images": len(y_train),
-              "num_parameters": sum(p.numel() for p in model.parameters())}
-    for split in splits[1:]:
-        x = normalise(data[split][0], mean, std, device, True, storage)
-        y = data[split][1].to(device)
-        result[f"{split}_accuracy"] = _accuracy(model, x, y, amp, tta=True)
-        result[f"{split}_accuracy_no_tta"] = _accuracy(model, x, y, amp, tta=False)
-    return result
 
 
 # ------------------------------------------------------------------------------------- recording

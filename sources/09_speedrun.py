@@ -494,10 +494,12 @@ else:
 # uses the uncentred second moment. Computed on CIFAR-10 images and checked:
 
 # %%
+from cnncourse import cifar_speedrun
+
 cifar_x, cifar_y = speedrun.split_tensors("cifar10", None, 0.1, 0)["train"]
 mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 sample = speedrun.normalise(cifar_x[:1000], mean, std, "cpu", channels_last=False)
-weights = speedrun.whitening_weights(sample, patch=2, eps=5e-4)
+weights = cifar_speedrun.whitening_weights(sample, patch=2, eps=5e-4)
 patches = sample.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
 before = torch.cov(patches.T.double())
 after = torch.cov(F.conv2d(sample, weights[:12]).permute(0, 2, 3, 1).reshape(-1, 12).T.double())
@@ -550,7 +552,7 @@ nb09.check_whitening_matrix(whitening_matrix)
 # gives the masks:
 
 # %%
-masks = [speedrun.alternating_flips(10, epoch, seed=0) for epoch in range(4)]
+masks = [cifar_speedrun.alternating_flips(10, epoch, seed=0) for epoch in range(4)]
 for epoch, mask in enumerate(masks):
     print(f"epoch {epoch}: mirrored images {[i for i, m in enumerate(mask.tolist()) if m]}")
 print("every pair of epochs shows each image once mirrored and once not:",
@@ -633,7 +635,7 @@ if QUICK or not torch.cuda.is_available():
     settings = dict(epochs=2, batch_size=128, widths=(32, 64, 64), val_fraction=0.1, device="cpu")
 else:
     settings = dict(epochs=10, batch_size=1024)
-air = speedrun.speedrun_cifar10(seed=0, progress=not QUICK, **settings)
+air = cifar_speedrun.speedrun_cifar10(seed=0, progress=not QUICK, **settings)
 label = " (quick sample, CPU)" if QUICK or air["device"] == "cpu" else ""
 print(f"airbench-style{label}: {air['train_seconds']:.1f} s of training on {air['num_train_images']:,} images; "
       f"test accuracy {100 * air['test_accuracy']:.1f} % with test-time flips, "
