@@ -1,13 +1,14 @@
 """Build the course notebooks from their jupytext sources and run them to store their outputs.
 
 ``sources/NN_name.py`` (jupytext's percent format, paired with ``notebooks/NN_name.ipynb`` by
-``jupytext.toml``) is read with jupytext, run top to bottom in quick mode with nbclient, and
+``jupytext.toml``; a lesson's lab ``sources/labs/NN_topic.py`` with ``notebooks/labs/NN_topic.ipynb``) is read with jupytext, run top to bottom in quick mode with nbclient, and
 written as the notebook, so the committed notebook carries the outputs nbval compares. jupytext
 does the pairing; this script adds what it cannot: quick mode while executing, and the repository
 address of pyproject.toml written into each source's Colab badge and setup cell first.
 
     python scripts/build_notebooks.py            # all notebooks
-    python scripts/build_notebooks.py 02 05      # the ones whose names start so
+    python scripts/build_notebooks.py 02 05      # the lessons and labs whose names start so
+    python scripts/build_notebooks.py labs/02    # only lab 02
 """
 from __future__ import annotations
 
@@ -44,6 +45,16 @@ def with_repository(text: str, slug: str) -> str:
     return text.replace(f"/{match.group(1)}/", f"/{slug}/").replace(f"/{match.group(1)}\"", f"/{slug}\"")
 
 
+def all_sources() -> list:
+    """The lessons' sources (sources/NN_*.py), then the labs' (sources/labs/NN_*.py)."""
+    return sorted(SOURCES.glob("[0-9][0-9]_*.py")) + sorted(SOURCES.glob("labs/[0-9][0-9]_*.py"))
+
+
+def notebook_for(source: Path) -> Path:
+    """The notebook a source builds: the same path under notebooks/ instead of sources/."""
+    return (REPO / "notebooks" / source.relative_to(SOURCES)).with_suffix(".ipynb")
+
+
 def build(source: Path, execute: bool, timeout: int) -> Path:
     text = source.read_text()
     updated = with_repository(text, repository())
@@ -51,7 +62,7 @@ def build(source: Path, execute: bool, timeout: int) -> Path:
         source.write_text(updated)
     notebook = jupytext.reads(updated, fmt="py:percent")
     notebook.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}
-    target = REPO / "notebooks" / f"{source.stem}.ipynb"
+    target = notebook_for(source)
     if execute:
         os.environ["CNNCOURSE_QUICK"] = "1"
         os.environ["TQDM_DISABLE"] = "1"
@@ -71,9 +82,10 @@ def main(argv=None) -> int:
     parser.add_argument("--no-execute", action="store_true", help="write the notebooks without running them")
     parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
     args = parser.parse_args(argv)
-    sources = sorted(SOURCES.glob("[0-9][0-9]_*.py"))
+    sources = all_sources()
     if args.prefixes:
-        sources = [s for s in sources if any(s.name.startswith(p) for p in args.prefixes)]
+        sources = [s for s in sources if any(s.name.startswith(p) or str(s.relative_to(SOURCES)).startswith(p)
+                                             for p in args.prefixes)]
     if not sources:
         print("no notebook sources matched", file=sys.stderr)
         return 1

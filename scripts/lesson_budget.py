@@ -3,7 +3,8 @@
     minutes = markdown words / 150 + code lines / 10 + minutes of the lesson's live runs
               + 8 per checked exercise
 
-(the open experiment at a lesson's end is homework and not counted). A lesson's budget: at most 60
+(the open experiment at a lesson's end is homework and not counted). Labs (notebooks/labs/) are listed
+under their lesson with their size; they are reading for after class and have no budget. A lesson's budget: at most 60
 cells, 2,500 words of markdown and 90 minutes. The live runs' minutes come from
 ``results/laptop-scale.json`` when a timing script has recorded them; until then they count as 0 and
 the table says so.
@@ -58,6 +59,11 @@ def lessons() -> List[Path]:
     return sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
+def labs(lesson: Path) -> List[Path]:
+    """The labs beside a lesson: notebooks/labs/NN_*.ipynb with the lesson's number."""
+    return sorted((REPO / "notebooks" / "labs").glob(f"{lesson.name[:2]}_*.ipynb"))
+
+
 def live_minutes() -> Dict[str, float]:
     record = REPO / "results" / "laptop-scale.json"
     if not record.is_file():
@@ -75,6 +81,10 @@ def table() -> str:
         live = "not timed yet (0 counted)" if m["live_minutes"] is None else f"{m['live_minutes']:.0f} min"
         rows.append(f"| [{path.stem[:2]}](notebooks/{path.name}) | {m['cells']} | {m['words']:,} | {m['code_lines']:,} "
                     f"| {m['exercises']} | {live} | {m['minutes']:.0f} | {'yes' if within else 'no'} |")
+        for lab in labs(path):
+            m = measure(lab)
+            rows.append(f"| [{path.stem[:2]} lab](notebooks/labs/{lab.name}) | {m['cells']} | {m['words']:,} "
+                        f"| {m['code_lines']:,} | {m['exercises']} | reads recorded runs | (reading) | lab: no budget |")
     return "\n".join(rows)
 
 

@@ -93,23 +93,25 @@ def test_a_run_longer_than_allowed_misses_its_goal(tmp_path):
         reference.goal("run", 94.0, path=folder)
 
 
-NOTEBOOK_SOURCES = sorted(path for path in (REPO / "sources").glob("[0-9][0-9]_*.py")
-                          if str(int(path.name[:2])) in {e["notebook"] for e in reference.experiments(RESULTS).values()})
+NOTEBOOK_NUMBERS = sorted({int(e["notebook"]) for e in reference.experiments(RESULTS).values()})
 
 
-@pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.stem)
-def test_reference_prose_quotes_no_measured_number(source):
-    """Measured figures in a notebook's reference section come from code reading results/*.json; the
-    markdown around them may quote only the articles' figures and the goals (in experiments.json)."""
+@pytest.mark.parametrize("number", NOTEBOOK_NUMBERS, ids=lambda n: f"{n:02d}")
+def test_reference_prose_quotes_no_measured_number(number):
+    """Measured figures in a notebook's reference section (in the lesson or its lab) come from code reading
+    results/*.json; the markdown around them may quote only the articles' figures and the goals (in
+    experiments.json)."""
     import re
 
-    text = source.read_text()
-    assert "## Reference results" in text, f"{source.name} has no reference-results section"
-    section = text.split("## Reference results", 1)[1]
-    prose = "\n".join(line for line in section.splitlines() if line.startswith("#") and not line.startswith("# %%"))
+    sources = sorted((REPO / "sources").glob(f"{number:02d}_*.py")) + sorted((REPO / "sources" / "labs").glob(f"{number:02d}_*.py"))
+    sections = [path.read_text().split("## Reference results", 1)[1] for path in sources
+                if "## Reference results" in path.read_text()]
+    assert sections, f"notebook {number:02d} has no reference-results section in its lesson or lab"
     allowed = {float(x) for x in re.findall(r"\d+(?:\.\d+)?", (RESULTS / "experiments.json").read_text())}
-    quoted = {float(x) for x in re.findall(r"(\d+(?:\.\d+)?) ?%", prose)}
-    assert quoted <= allowed, f"{source.name}: measured figures typed into prose: {sorted(quoted - allowed)}"
+    for section in sections:
+        prose = "\n".join(line for line in section.splitlines() if line.startswith("#") and not line.startswith("# %%"))
+        quoted = {float(x) for x in re.findall(r"(\d+(?:\.\d+)?) ?%", prose)}
+        assert quoted <= allowed, f"notebook {number:02d}: measured figures typed into prose: {sorted(quoted - allowed)}"
 
 
 def test_goals_lists_every_goal_of_experiments_json(tmp_path):
