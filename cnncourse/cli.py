@@ -372,19 +372,24 @@ def _build_model(config: TrainConfig, info, image_size: int):
         raise UsageError(str(error)) from None
 
 
-def _save_weights(out: Path, model) -> dict:
+def _save_weights(out: Path, model, half: bool = False) -> dict:
     """The trained weights as ``DIR/model.pt`` (a state_dict: ``torch.load(..., weights_only=True)``), with
-    their SHA-256 for metrics.json, so that ``cnncourse.reference.load_model`` can check them."""
+    their SHA-256 for metrics.json, so that ``cnncourse.reference.load_model`` can check them. ``half``:
+    floating-point tensors stored as float16 (half the bytes; the speedrun's shipped weights)."""
     import hashlib
     import io
 
     import torch
     from cnncourse.checkpointing import atomic_write
     buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buffer)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, buffer)
     data = buffer.getvalue()
     atomic_write(out / WEIGHTS_FILE, data)
-    return {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    entry = {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    return dict(entry, dtype="float16") if half else entry
 
 
 def _save_figures(out: Path, history, predictions, classes, title: str) -> List[str]:
@@ -530,7 +535,8 @@ def speedrun_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:
         raise UsageError(f"--val-fraction must be in [0, 1), e.g. 0.1; got {args.val_fraction}")
     out = Path(args.out)
-    _claim_out(out, resume=False, overwrite=args.overwrite, names=("metrics.json",), command="cnncourse speedrun")
+    _claim_out(out, resume=False, overwrite=args.overwrite, names=("metrics.json", WEIGHTS_FILE),
+               command="cnncourse speedrun")
     try:
         if args.task == "mnist":
             result = speedrun.speedrun_mnist(seed=args.seed, root=args.data_root, progress=not args.no_progress,
@@ -545,7 +551,8 @@ def speedrun_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
             from cnncourse.cifar_speedrun import speedrun_cifar10
             result = speedrun_cifar10(seed=args.seed, root=args.data_root, progress=not args.no_progress,
                                       data=data, val_fraction=args.val_fraction or 0.0,
-                                      val_seed=args.val_seed, **changes)
+                                      val_seed=args.val_seed, keep_model=True, **changes)
+            result["weights"] = _save_weights(out, result.pop("model"), half=True)
             result["data"] = "cifar10" if data is None else portable_data_name(data, args.data_root)
             result["removed_trick"] = args.without
         result["quick_mode"] = _quick()

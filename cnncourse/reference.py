@@ -78,8 +78,13 @@ def load_model(name: str, path: Optional[PathLike] = None, device="cpu"):
     if digest != recorded["sha256"]:
         raise WeightsError(f"{file} has been altered: its SHA-256 is {digest}, but the run recorded "
                            f"{recorded['sha256']}; restore it (git checkout -- {file}) or re-run the experiment")
-    config = TrainConfig.from_dict(metrics["provenance"]["settings"])
     state = torch.load(file, map_location=device, weights_only=True)
+    if "recipe" in metrics and "whiten" in metrics["recipe"]:   # a CIFAR-10 speedrun (cnncourse.cifar_speedrun)
+        from cnncourse.cifar_speedrun import airbench_net
+        model = airbench_net(tuple(metrics["recipe"]["widths"]), whiten=metrics["recipe"]["whiten"])
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        return model.to(device).eval()
+    config = TrainConfig.from_dict(metrics["provenance"]["settings"])
     in_channels = next(v.shape[1] for k, v in state.items() if v.dim() == 4)
     model = config.build_model(len(metrics["classes"]), int(in_channels), int(metrics["image_size"]))
     model.load_state_dict(state)

@@ -2,6 +2,7 @@
 computation, each trick's removal reaching the run, and the `cnncourse speedrun --task cifar10` command."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 
@@ -194,6 +195,21 @@ def test_cli_speedrun_cifar10_records_the_removal_and_a_portable_command(tmp_pat
     assert {"test_accuracy", "test_accuracy_flip", "test_accuracy_no_tta", "val_accuracy", "train_seconds"} <= set(metrics)
     assert metrics["provenance"]["command"] == ("cnncourse speedrun --task cifar10 --seed 0 --without Lookahead "
                                                 f"--epochs 0.5 --val-fraction 0.1 --val-seed 0 --out {out}")
+    weights = metrics["weights"]
+    data = (out / "model.pt").read_bytes()
+    assert weights["sha256"] == hashlib.sha256(data).hexdigest() and weights["dtype"] == "float16"
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    from cnncourse import reference
+    model = reference.load_model("run", tmp_path)           # rebuilt from the recipe, hash checked
+    assert not model.training and all(p.dtype == torch.float32 for p in model.parameters())
+    x, y = cs.cifar_tensors()["test"]
+    from cnncourse.speedrun import normalise
+    scores = cs._accuracies(model, normalise(x, cs.MEAN, cs.STD, "cpu", True), y, None)
+    assert abs(scores["multicrop"] - metrics["test_accuracy"]) <= 0.02     # float16 weights, float32 here
+    (out / "model.pt").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(reference.WeightsError, match="altered"):
+        reference.load_model("run", tmp_path)
     assert main(["speedrun", "--task", "cifar10", "--without", "BatchNorm", "--out", str(tmp_path / "b")]) == 2
     assert "'Lookahead'" in capsys.readouterr().err
     assert main(["speedrun", "--task", "mnist", "--epochs", "1.5", "--out", str(tmp_path / "c")]) == 2
