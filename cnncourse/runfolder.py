@@ -52,6 +52,7 @@ def claim_run_folder(folder, *, resume: bool = False, overwrite: bool = False, n
     - A folder that holds a run (any of ``names``) is refused for a new run, naming ``--resume``
       when there is a checkpoint to continue and ``--overwrite``; with ``overwrite`` only those
       files are deleted.
+
     Returns the open lock file (kept open until the process ends, which releases it)."""
     folder = Path(folder)
     if resume and overwrite:

@@ -57,8 +57,10 @@ def pad(image: np.ndarray, p: int) -> np.ndarray:
 def conv2d_single(image: np.ndarray, filt: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:
     """Single-channel convolution (cross-correlation) of an (H, W) image with a (k, k) filter.
 
-    For a filter of size k = 2N + 1 and the zero-padded image I (padding p), output pixel (x, y) is
+    For a filter of size k = 2N + 1 and the zero-padded image I (padding p), output pixel (x, y) is::
+
         I'[x, y] = sum_{i, j = -N..N} I[s*x + i, s*y + j] * F[i + N, j + N]
+
     where (s*x, s*y) is the window's centre in original-image coordinates when p = N ("same"
     padding). In padded coordinates the window's top-left corner is (s*x, s*y), which is how the
     loops below index it (this also works for even or rectangular filters).
@@ -81,8 +83,10 @@ def conv2d(x: np.ndarray, filters: np.ndarray, bias: Optional[np.ndarray] = None
     """Multi-channel convolution: ``x`` (K, H, W), ``filters`` (M, K, k, k), ``bias`` (M,) -> (M, H', W').
 
     Every filter has the input's depth K and produces one output channel, so M filters give
-    depth M. With the zero-padded input I:
+    depth M. With the zero-padded input I::
+
         out[m, x, y] = sum_{k=0..K-1} sum_{i, j} I[k, s*x + i, s*y + j] * F[m, k, i, j] + b[m]
+
     i.e. a single-channel convolution per input channel, summed over the channels, plus a bias.
     """
     x = np.asarray(x, dtype=float)
