@@ -344,3 +344,60 @@ def speedrun_cifar10(recipe: Optional[CifarRecipe] = None, seed: int = 0, data=N
     if keep_model:
         result["model"] = model
     return result
+
+
+# ------------------------------------------------------------------------------------ the records
+DATA_NAMES = {"cifar10": "CIFAR-10's own files", "cifar10-jpeg": "the course's JPEG copy of CIFAR-10",
+              None: "CIFAR-10's own files"}
+
+
+def recorded_tables(path=None, minutes: float = 15.0, accuracy: float = 0.93) -> str:
+    """Markdown: the recipe's recorded runs seed by seed (training time; test accuracy with six, two and
+    one views), their median and mean ± sd, the goal's verdict, then each trick removed (medians over its
+    seeds). Read from ``results/speedrun-cifar10/*/metrics.json``; one line when nothing is recorded."""
+    import statistics
+
+    from cnncourse.reference import speedrun_hardware, speedrun_results
+    groups = speedrun_results("speedrun-cifar10", path)
+    runs = groups.get("recipe")
+    if not runs:
+        return "CIFAR-10 speedrun: no run recorded in results/speedrun-cifar10/ yet."
+
+    def cells(values, unit="%"):
+        return [f"{100 * v:.2f} %" if unit == "%" else f"{v / 60:.1f} min" for v in values]
+
+    keys = ["train_seconds", "test_accuracy", "test_accuracy_flip", "test_accuracy_no_tta"]
+    rows = ["| seed | training time | test, six views | test, two views | test, one view |", "|---|---|---|---|---|"]
+    for r in runs:
+        rows.append(f"| {r['seed']} | " + " | ".join(cells([r[keys[0]]], "min") + cells([r[k] for k in keys[1:]])) + " |")
+    median = {k: statistics.median(r[k] for r in runs) for k in keys}
+    rows.append(f"| median of {len(runs)} | " + " | ".join(cells([median[keys[0]]], "min")
+                                                          + cells([median[k] for k in keys[1:]])) + " |")
+    if len(runs) > 1:
+        spread = [f"{100 * statistics.mean(r[k] for r in runs):.2f} ± {100 * statistics.stdev(r[k] for r in runs):.2f} %"
+                  for k in keys[1:]]
+        rows.append(f"| mean ± sd | | {' | '.join(spread)} |")
+    misses = ([f"{median['train_seconds'] / 60 - minutes:.1f} min over"] if median["train_seconds"] > 60 * minutes
+              else []) + ([f"{100 * (accuracy - median['test_accuracy']):.2f} points short"]
+                          if median["test_accuracy"] < accuracy else [])
+    recipe = runs[0]["recipe"]
+    text = "\n".join(rows) + (
+        f"\n\nGoal: median test accuracy (six views) at least {100 * accuracy:.1f} % in at most {minutes:.0f} minutes "
+        f"of training: {'missed: ' + ', '.join(misses) if misses else 'met'}. {recipe['epochs']:g} epochs, batch "
+        f"{recipe['batch_size']}, on {DATA_NAMES.get(runs[0].get('data'), runs[0].get('data'))}; "
+        f"{speedrun_hardware(runs[0])}; autocast {runs[0]['autocast']}.")
+    tricks = [t for t in TRICKS if t in groups]
+    if tricks:
+        base = median["train_seconds"]
+        table = ["| trick removed | instead | seeds | training time | x the recipe's | test, six views | test, one view |",
+                 "|---|---|---|---|---|---|---|",
+                 f"| none (the recipe) | | {len(runs)} | {base / 60:.1f} min | 1.00 | {100 * median['test_accuracy']:.2f} % "
+                 f"| {100 * median['test_accuracy_no_tta']:.2f} % |"]
+        for trick in tricks:
+            removed = groups[trick]
+            seconds = statistics.median(r["train_seconds"] for r in removed)
+            table.append(f"| {trick} | {TRICKS[trick][0]} | {len(removed)} | {seconds / 60:.1f} min | {seconds / base:.2f} "
+                         f"| {100 * statistics.median(r['test_accuracy'] for r in removed):.2f} % "
+                         f"| {100 * statistics.median(r['test_accuracy_no_tta'] for r in removed):.2f} % |")
+        text += "\n\n" + "\n".join(table)
+    return text

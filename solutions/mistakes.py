@@ -95,60 +95,86 @@ def avg_pool_library(x, kernel):
 
 # Notebook 2 ---------------------------------------------------------------------------------------
 
-def batchnorm_unbiased(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
-    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)
-    y = gamma[:, None, None] * (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + eps) + beta[:, None, None]
-    return y, (1 - momentum) * running_mean + momentum * mean, (1 - momentum) * running_var + momentum * var
+def _group_norm_stats(x, num_groups, gamma, beta, eps, shape, axes, ddof=0):
+    n, c, h, w = x.shape
+    grouped = x.reshape(shape)
+    mean, var = grouped.mean(axis=axes, keepdims=True), grouped.var(axis=axes, ddof=ddof, keepdims=True)
+    x_hat = ((grouped - mean) / np.sqrt(var + eps)).reshape(n, c, h, w)
+    return gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
 
 
-def batchnorm_running_biased(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
-    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
-    y = gamma[:, None, None] * (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + eps) + beta[:, None, None]
-    return y, (1 - momentum) * running_mean + momentum * mean, (1 - momentum) * running_var + momentum * var
+def group_norm_over_batch(x, num_groups, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    return _group_norm_stats(x, num_groups, gamma, beta, eps, (n, num_groups, c // num_groups, h, w), (0, 2, 3, 4))
 
 
-def batchnorm_per_image(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
-    mean, var = x.mean(axis=(2, 3), keepdims=True), x.var(axis=(2, 3), keepdims=True)
-    y = gamma[:, None, None] * (x - mean) / np.sqrt(var + eps) + beta[:, None, None]
-    return y, running_mean, running_var
+def group_norm_strided_groups(x, num_groups, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    return _group_norm_stats(x, num_groups, gamma, beta, eps, (n, c // num_groups, num_groups, h, w), (1, 3, 4))
 
 
-def batchnorm_momentum_reversed(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
-    n = x.size // x.shape[1]
-    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
-    y = gamma[:, None, None] * (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + eps) + beta[:, None, None]
-    return y, momentum * running_mean + (1 - momentum) * mean, momentum * running_var + (1 - momentum) * var * n / (n - 1)
+def group_norm_per_channel(x, num_groups, gamma, beta, eps=1e-5):
+    return _group_norm_stats(x, num_groups, gamma, beta, eps, x.shape, (2, 3))
 
 
-def _train(model, loader, optimizer, loss_fn, zero_grad=True, train=True, returns="mean"):
+def group_norm_unbiased(x, num_groups, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    return _group_norm_stats(x, num_groups, gamma, beta, eps, (n, num_groups, c // num_groups, h, w), (2, 3, 4), ddof=1)
+
+
+def group_norm_eps_outside(x, num_groups, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    grouped = x.reshape(n, num_groups, c // num_groups, h, w)
+    mean, std = grouped.mean(axis=(2, 3, 4), keepdims=True), grouped.std(axis=(2, 3, 4), keepdims=True)
+    return gamma.reshape(1, -1, 1, 1) * ((grouped - mean) / (std + eps)).reshape(n, c, h, w) + beta.reshape(1, -1, 1, 1)
+
+
+def group_norm_library(x, num_groups, gamma, beta, eps=1e-5):
+    return F.group_norm(torch.tensor(x), num_groups, torch.tensor(gamma), torch.tensor(beta), eps).numpy()
+
+
+def _accumulating(model, loader, optimizer, loss_fn, steps, scale=True, zero_each=False, last_step=True, train=True,
+                  returns="mean"):
     if train:
         model.train()
+    optimizer.zero_grad()
     losses, sizes = [], []
-    for x, y in loader:
-        if zero_grad:
+    for k, (x, y) in enumerate(loader, 1):
+        if zero_each:
             optimizer.zero_grad()
         loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
+        (loss / steps if scale else loss).backward()
+        if k % steps == 0 or (last_step and k == len(loader)):
+            optimizer.step()
+            optimizer.zero_grad()
         losses.append(loss.item())
         sizes.append(len(y))
-    return {"mean": np.dot(losses, sizes) / sum(sizes), "last": losses[-1], "unweighted": np.mean(losses)}[returns]
+    mean = np.dot(losses, sizes) / sum(sizes)
+    return {"mean": mean, "scaled": mean / steps, "unweighted": np.mean(losses)}[returns]
 
 
-def train_no_zero_grad(model, loader, optimizer, loss_fn):
-    return _train(model, loader, optimizer, loss_fn, zero_grad=False)
+def accumulate_unscaled(model, loader, optimizer, loss_fn, steps):
+    return _accumulating(model, loader, optimizer, loss_fn, steps, scale=False)
 
 
-def train_no_train_mode(model, loader, optimizer, loss_fn):
-    return _train(model, loader, optimizer, loss_fn, train=False)
+def accumulate_zero_each_batch(model, loader, optimizer, loss_fn, steps):
+    return _accumulating(model, loader, optimizer, loss_fn, steps, zero_each=True)
 
 
-def train_last_loss(model, loader, optimizer, loss_fn):
-    return _train(model, loader, optimizer, loss_fn, returns="last")
+def accumulate_no_last_step(model, loader, optimizer, loss_fn, steps):
+    return _accumulating(model, loader, optimizer, loss_fn, steps, last_step=False)
 
 
-def train_unweighted(model, loader, optimizer, loss_fn):
-    return _train(model, loader, optimizer, loss_fn, returns="unweighted")
+def accumulate_no_train_mode(model, loader, optimizer, loss_fn, steps):
+    return _accumulating(model, loader, optimizer, loss_fn, steps, train=False)
+
+
+def accumulate_scaled_loss(model, loader, optimizer, loss_fn, steps):
+    return _accumulating(model, loader, optimizer, loss_fn, steps, returns="scaled")
+
+
+def accumulate_unweighted(model, loader, optimizer, loss_fn, steps):
+    return _accumulating(model, loader, optimizer, loss_fn, steps, returns="unweighted")
 
 
 def one_cycle_linear(step, total_steps, max_lr, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
@@ -270,8 +296,41 @@ class NoShortcutBlockNoPadding(NoShortcutBlockNoLastReLU):
         return F.relu(super().forward(x))
 
 
-def needs_projection_article(in_channels, out_channels, stride):
-    return in_channels != out_channels
+def _shortcut_parameters(in_channels, stages, expansion, article=False, bn=2, stride_every=False,
+                         out_expansion=True, next_expansion=True):
+    counts, channels = [], in_channels
+    for width, num_blocks, stride in stages:
+        out_channels = width * (expansion if out_expansion else 1)
+        for index in range(num_blocks):
+            block_stride = stride if index == 0 or stride_every else 1
+            project = channels != out_channels if article else (block_stride != 1 or channels != out_channels)
+            counts.append(channels * out_channels + bn * out_channels if project else 0)
+            channels = out_channels if next_expansion else width
+    return counts
+
+
+def shortcut_parameters_article(in_channels, stages, expansion=1):
+    return _shortcut_parameters(in_channels, stages, expansion, article=True)
+
+
+def shortcut_parameters_no_bn(in_channels, stages, expansion=1):
+    return _shortcut_parameters(in_channels, stages, expansion, bn=0)
+
+
+def shortcut_parameters_stride_every_block(in_channels, stages, expansion=1):
+    return _shortcut_parameters(in_channels, stages, expansion, stride_every=True)
+
+
+def shortcut_parameters_no_expansion(in_channels, stages, expansion=1):
+    return _shortcut_parameters(in_channels, stages, expansion, out_expansion=False)
+
+
+def shortcut_parameters_next_input_width(in_channels, stages, expansion=1):
+    return _shortcut_parameters(in_channels, stages, expansion, next_expansion=False)
+
+
+def shortcut_parameters_total(in_channels, stages, expansion=1):
+    return sum(_shortcut_parameters(in_channels, stages, expansion))
 
 
 def option_a_average(x, out_channels, stride):
@@ -370,13 +429,23 @@ def global_avg_pool_library(x):
     return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
-def same_padding_symmetric(n, kernel, stride):
-    return (kernel - 1) // 2, (kernel - 1) // 2
+def live_taps_no_stride(n, kernel, stride, padding):
+    outputs = n + 2 * padding - kernel + 1
+    return sum(any(0 <= i + j - padding < n for i in range(outputs)) for j in range(kernel))
 
 
-def same_padding_swapped(n, kernel, stride):
-    total = max((math.ceil(n / stride) - 1) * stride + kernel - n, 0)
-    return total - total // 2, total // 2
+def live_taps_squared(n, kernel, stride, padding):
+    outputs = (n + 2 * padding - kernel) // stride + 1
+    return sum(any(0 <= i * stride + j - padding < n for i in range(outputs)) for j in range(kernel)) ** 2
+
+
+def live_taps_every_output(n, kernel, stride, padding):
+    outputs = (n + 2 * padding - kernel) // stride + 1
+    return sum(all(0 <= i * stride + j - padding < n for i in range(outputs)) for j in range(kernel))
+
+
+def live_taps_shorter_side(n, kernel, stride, padding):
+    return min(kernel, n)
 
 
 # Notebook 5 ---------------------------------------------------------------------------------------
@@ -430,29 +499,54 @@ def vgg_config_no_last_pool(convs_per_block):
     return config[:-1]
 
 
-def vgg_classifier_no_bias(num_classes):
-    return 25088 * 4096 + 4096 * 4096 + 4096 * num_classes
+def _vgg_params(config, num_classes, conv_bias=True, square=False, first=None):
+    total, channels = 0, 3
+    for item in config:
+        if item != "M":
+            total += 9 * (item if square else channels) * item + (item if conv_bias else 0)
+            channels = item
+    sizes = [first or channels * 7 * 7, 4096, 4096, num_classes]
+    return total + sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
-def vgg_classifier_512(num_classes):
-    sizes = [512, 4096, 4096, num_classes]
-    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+def vgg_params_no_conv_bias(config, num_classes):
+    return _vgg_params(config, num_classes, conv_bias=False)
+
+
+def vgg_params_square_convs(config, num_classes):
+    return _vgg_params(config, num_classes, square=True)
+
+
+def vgg_params_first_dense_25088(config, num_classes):
+    return _vgg_params(config, num_classes, first=25088)
+
+
+def _channel_mask(x, p, shared=False):
+    return torch.rand(1 if shared else x.shape[0], x.shape[1], 1, 1) >= p
+
+
+def dropout_elementwise(x, p, training):
+    return x * (torch.rand(x.shape) >= p) / (1 - p) if training else x
 
 
 def dropout_unscaled(x, p, training):
-    return x * (torch.rand(x.shape) >= p) if training else x
+    return x * _channel_mask(x, p) if training else x
 
 
 def dropout_scaled_at_eval(x, p, training):
-    return x * (torch.rand(x.shape) >= p) if training else x * (1 - p)
+    return x * _channel_mask(x, p) if training else x * (1 - p)
 
 
 def dropout_keep_probability(x, p, training):
-    return x * (torch.rand(x.shape) < p) / p if training else x
+    return x * (torch.rand(x.shape[0], x.shape[1], 1, 1) < p) / p if training else x
+
+
+def dropout_shared_by_the_batch(x, p, training):
+    return x * _channel_mask(x, p, shared=True) / (1 - p) if training else x
 
 
 def dropout_library(x, p, training):
-    return nn.Dropout(p).train(training)(x)
+    return nn.Dropout2d(p).train(training)(x)
 
 
 # Notebook 6 ---------------------------------------------------------------------------------------
@@ -470,13 +564,27 @@ def conv1x1_library(x, weight, bias):
     return F.conv2d(x, weight, bias)
 
 
-def conv_macs_input_size(in_channels, out_channels, kernel, size, stride=1, padding=0):
-    return size * size * out_channels * in_channels * kernel * kernel
+def _bottleneck_macs(c_in, w, size, stride, at_input=False, shortcut=True, shortcut_on_stride_only=False):
+    out = size if at_input else (size + 2 - 3) // stride + 1
+    macs = size * size * c_in * w + out * out * 9 * w * w + out * out * 4 * w * w
+    needs = stride != 1 if shortcut_on_stride_only else stride != 1 or c_in != 4 * w
+    return macs + (out * out * c_in * 4 * w if shortcut and needs else 0)
 
 
-def conv_macs_flops(in_channels, out_channels, kernel, size, stride=1, padding=0):
-    out = (size + 2 * padding - kernel) // stride + 1
-    return 2 * out * out * out_channels * in_channels * kernel * kernel
+def bottleneck_macs_input_size(in_channels, width, size, stride):
+    return _bottleneck_macs(in_channels, width, size, stride, at_input=True)
+
+
+def bottleneck_macs_no_shortcut(in_channels, width, size, stride):
+    return _bottleneck_macs(in_channels, width, size, stride, shortcut=False)
+
+
+def bottleneck_macs_shortcut_on_stride_only(in_channels, width, size, stride):
+    return _bottleneck_macs(in_channels, width, size, stride, shortcut_on_stride_only=True)
+
+
+def bottleneck_macs_flops(in_channels, width, size, stride):
+    return 2 * _bottleneck_macs(in_channels, width, size, stride)
 
 
 def _rotate_flip(images, turns, flips, direction=1, dim=-1, flip_after=False):
@@ -525,52 +633,85 @@ def _target_logit(out, targets):
     return out.gather(1, targets[:, None]).sum()
 
 
-def saliency_signed(model, images, targets):
-    return _input_gradient(model, images, targets, _target_logit).amax(1)
+def _noisy_gradients(model, images, targets, noise):
+    return torch.stack([_input_gradient(model, images + sample, targets, _target_logit) for sample in noise])
 
 
-def saliency_channel_sum(model, images, targets):
-    return _input_gradient(model, images, targets, _target_logit).abs().sum(1)
+def smoothgrad_no_noise(model, images, targets, noise):
+    return _input_gradient(model, images, targets, _target_logit).abs().amax(1)
 
 
-def saliency_all_logits(model, images, targets):
-    return _input_gradient(model, images, targets, lambda out, t: out.sum()).abs().amax(1)
+def smoothgrad_signed_mean(model, images, targets, noise):
+    return _noisy_gradients(model, images, targets, noise).mean(0).abs().amax(1)
 
 
-def saliency_probability(model, images, targets):
-    return _input_gradient(model, images, targets, lambda out, t: _target_logit(out.softmax(1), t)).abs().amax(1)
+def smoothgrad_mean_then_max(model, images, targets, noise):
+    return _noisy_gradients(model, images, targets, noise).abs().mean(0).amax(1)
 
 
-def saliency_loss(model, images, targets):
-    return _input_gradient(model, images, targets, F.cross_entropy).abs().amax(1)
+def smoothgrad_sum(model, images, targets, noise):
+    return _noisy_gradients(model, images, targets, noise).abs().amax(2).sum(0)
 
 
-def saliency_train_mode(model, images, targets):
-    return _input_gradient(model.train(), images, targets, _target_logit).abs().amax(1)
+def smoothgrad_first_draw(model, images, targets, noise):
+    return _input_gradient(model, images + noise[0], targets, _target_logit).abs().amax(1)
 
 
-def gradcam_weights_sum(gradients):
-    return gradients.sum(dim=(2, 3))
+def smoothgrad_train_mode(model, images, targets, noise):
+    return _noisy_gradients(model.train(), images, targets, noise).abs().amax(2).mean(0)
 
 
-def gradcam_weights_max(gradients):
-    return gradients.amax(dim=(2, 3))
+def _path(model, images, targets, baselines, fractions, score=_target_logit):
+    return torch.stack([_input_gradient(model, baselines + a * (images - baselines), targets, score)
+                        for a in fractions])
 
 
-def gradcam_weights_channels(gradients):
-    return gradients.mean(dim=1)
+def ig_left_riemann(model, images, targets, baselines, steps):
+    return (images - baselines) * _path(model, images, targets, baselines, [k / steps for k in range(steps)]).mean(0)
 
 
-def gradcam_map_no_relu(activations, weights):
-    return (weights[:, :, None, None] * activations).sum(dim=1)
+def ig_no_difference(model, images, targets, baselines, steps):
+    return _path(model, images, targets, baselines, [k / steps for k in range(1, steps + 1)]).mean(0)
 
 
-def gradcam_map_abs(activations, weights):
-    return (weights[:, :, None, None] * activations).sum(dim=1).abs()
+def ig_sum(model, images, targets, baselines, steps):
+    return (images - baselines) * _path(model, images, targets, baselines,
+                                        [k / steps for k in range(1, steps + 1)]).sum(0)
 
 
-def gradcam_map_mean(activations, weights):
-    return F.relu((weights[:, :, None, None] * activations).mean(dim=1))
+def ig_times_images(model, images, targets, baselines, steps):
+    return images * _path(model, images, targets, baselines, [k / steps for k in range(1, steps + 1)]).mean(0)
+
+
+def ig_gradient_at_image(model, images, targets, baselines, steps):
+    return (images - baselines) * _input_gradient(model, images, targets, _target_logit)
+
+
+def ig_probability(model, images, targets, baselines, steps):
+    return (images - baselines) * _path(model, images, targets, baselines, [k / steps for k in range(1, steps + 1)],
+                                        lambda out, t: _target_logit(out.softmax(1), t)).mean(0)
+
+
+def _weighted_sum(features, fc_weight, targets):
+    return (fc_weight[targets][:, :, None, None] * features).sum(dim=1)
+
+
+def cam_no_division(features, fc_weight, targets):
+    return F.relu(_weighted_sum(features, fc_weight, targets))
+
+
+def cam_no_relu(features, fc_weight, targets):
+    return _weighted_sum(features, fc_weight, targets) / (features.shape[2] * features.shape[3])
+
+
+def cam_mean_channels(features, fc_weight, targets):
+    h, w = features.shape[2:]
+    return F.relu(_weighted_sum(features, fc_weight, targets) / features.shape[1]) / (h * w)
+
+
+def cam_first_target(features, fc_weight, targets):
+    h, w = features.shape[2:]
+    return cam_no_division(features, fc_weight, targets[:1].expand(len(targets))) / (h * w)
 
 
 def _min_max(maps, per_map=True):
@@ -579,27 +720,56 @@ def _min_max(maps, per_map=True):
     return (maps - low) / (high - low)
 
 
-def upsample_nearest(cam, size):
-    up = F.interpolate(cam[:, None], size=size, mode="nearest")[:, 0]
+def _tent_weights(pixels, cells, jump, start, clamp=True, nearest=False):
+    u = (torch.arange(pixels, dtype=torch.float32) - start) / jump
+    if clamp:
+        u = u.clamp(0, cells - 1)
+    if nearest:
+        u = u.round()
+    return (1 - (u[:, None] - torch.arange(cells, dtype=torch.float32)).abs()).clamp_min(0)
+
+
+def _placed(cam, size, jump, start, **options):
+    return _tent_weights(size[0], cam.shape[1], jump, start, **options) @ cam \
+        @ _tent_weights(size[1], cam.shape[2], jump, start, **options).T
+
+
+def heatmap_interpolated(cam, size, jump, start):
+    up = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
     return torch.nan_to_num(_min_max(up))
 
 
-def upsample_align_corners(cam, size):
+def heatmap_align_corners(cam, size, jump, start):
     up = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=True)[:, 0]
     return torch.nan_to_num(_min_max(up))
 
 
-def upsample_batch_scaled(cam, size):
-    return _min_max(F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0], per_map=False)
+def heatmap_no_start(cam, size, jump, start):
+    return torch.nan_to_num(_min_max(_placed(cam, size, jump, 0.0)))
 
 
-def upsample_zero_division(cam, size):
-    return _min_max(F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0])
+def heatmap_fades(cam, size, jump, start):
+    return torch.nan_to_num(_min_max(_placed(cam, size, jump, start, clamp=False)))
 
 
-def upsample_scaled_first(cam, size):
-    scaled = torch.nan_to_num(_min_max(cam))
-    return F.interpolate(scaled[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+def heatmap_nearest_cell(cam, size, jump, start):
+    return torch.nan_to_num(_min_max(_placed(cam, size, jump, start, nearest=True)))
+
+
+def heatmap_unscaled(cam, size, jump, start):
+    return _placed(cam, size, jump, start)
+
+
+def heatmap_batch_scaled(cam, size, jump, start):
+    return _min_max(_placed(cam, size, jump, start), per_map=False)
+
+
+def heatmap_zero_division(cam, size, jump, start):
+    return _min_max(_placed(cam, size, jump, start))
+
+
+def heatmap_scaled_first(cam, size, jump, start):
+    return _placed(torch.nan_to_num(_min_max(cam)), size, jump, start)
 
 
 def fine_tune_fixed_width(model, num_classes, freeze_backbone=False):
@@ -648,126 +818,108 @@ def fine_tune_reinitialised(model, num_classes, freeze_backbone=False):
 
 # Notebook 8 ---------------------------------------------------------------------------------------
 
-def _patch_grid(images, p):
-    n, c, h, w = images.shape
-    return images.reshape(n, c, h // p, p, w // p, p)     # (N, C, H/P, P, W/P, P)
+def _strided_grid(images, p, s):
+    return images.unfold(2, p, s).unfold(3, p, s)         # (N, C, rows, columns, P, P)
 
 
-def patchify_channels_last(images, patch_size):
+def strided_patches_channels_last(images, patch_size, stride):
     n, c = images.shape[:2]
-    return _patch_grid(images, patch_size).permute(0, 2, 4, 3, 5, 1).reshape(n, -1, c * patch_size ** 2)
+    return _strided_grid(images, patch_size, stride).permute(0, 2, 3, 4, 5, 1).reshape(n, -1, c * patch_size ** 2)
 
 
-def patchify_column_major(images, patch_size):
+def strided_patches_column_major(images, patch_size, stride):
     n, c = images.shape[:2]
-    return _patch_grid(images, patch_size).permute(0, 4, 2, 1, 3, 5).reshape(n, -1, c * patch_size ** 2)
+    return _strided_grid(images, patch_size, stride).permute(0, 3, 2, 1, 4, 5).reshape(n, -1, c * patch_size ** 2)
 
 
-def patchify_reshape(images, patch_size):
+def strided_patches_ignore_stride(images, patch_size, stride):
     n, c = images.shape[:2]
-    return images.reshape(n, -1, c * patch_size ** 2)
+    return _strided_grid(images, patch_size, patch_size).permute(0, 2, 3, 1, 4, 5).reshape(n, -1, c * patch_size ** 2)
 
 
-def embed_tokens_cls_last(patch_tokens, cls_token, pos_embed):
-    return torch.cat([patch_tokens, cls_token.expand(patch_tokens.shape[0], -1, -1)], dim=1) + pos_embed
+def strided_patches_library(images, patch_size, stride):
+    return F.unfold(images, patch_size, stride=stride).transpose(1, 2)
 
 
-def embed_tokens_cls_without_position(patch_tokens, cls_token, pos_embed):
-    return torch.cat([cls_token.expand(patch_tokens.shape[0], -1, -1), patch_tokens + pos_embed[:, 1:]], dim=1)
+def _resize_grid(pos_embed, new_grid, view="tokens", transpose=False, mode="bilinear"):
+    rows, columns = new_grid
+    d = pos_embed.shape[-1]
+    g = math.isqrt(pos_embed.shape[1] - 1)
+    if view == "tokens":
+        grid = pos_embed[:, 1:].reshape(1, g, g, d).permute(0, 3, 1, 2)
+    else:
+        grid = pos_embed[:, 1:].reshape(1, d, g, g)
+    if transpose:
+        grid = grid.transpose(2, 3)
+    grid = F.interpolate(grid, size=(rows, columns), mode=mode,
+                         **({} if mode == "nearest" else {"align_corners": False}))
+    if transpose:
+        grid = grid.transpose(2, 3)
+    return grid.permute(0, 2, 3, 1).reshape(1, rows * columns, d)
 
 
-def embed_tokens_no_position(patch_tokens, cls_token, pos_embed):
-    return torch.cat([cls_token.expand(patch_tokens.shape[0], -1, -1), patch_tokens], dim=1)
+def resize_pos_embed_plain_reshape(pos_embed, new_grid):
+    return torch.cat([pos_embed[:, :1], _resize_grid(pos_embed, new_grid, view="channels")], dim=1)
 
 
-def attention_unscaled(q, k, v):
-    weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+def resize_pos_embed_column_major(pos_embed, new_grid):
+    return torch.cat([pos_embed[:, :1], _resize_grid(pos_embed, new_grid, transpose=True)], dim=1)
+
+
+def resize_pos_embed_nearest(pos_embed, new_grid):
+    return torch.cat([pos_embed[:, :1], _resize_grid(pos_embed, new_grid, mode="nearest")], dim=1)
+
+
+def resize_pos_embed_drop_class(pos_embed, new_grid):
+    return _resize_grid(pos_embed, new_grid)
+
+
+def resize_pos_embed_class_last(pos_embed, new_grid):
+    return torch.cat([_resize_grid(pos_embed, new_grid), pos_embed[:, :1]], dim=1)
+
+
+def _masked_scores(q, k):
+    return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+
+
+def masked_attention_after_softmax(q, k, v, mask):
+    weights = torch.softmax(_masked_scores(q, k), dim=-1) * mask
     return weights @ v, weights
 
 
-def attention_scaled_by_d(q, k, v):
-    weights = torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1], dim=-1)
+def masked_attention_fill_zero(q, k, v, mask):
+    weights = torch.softmax(_masked_scores(q, k).masked_fill(~mask, 0.0), dim=-1)
     return weights @ v, weights
 
 
-def attention_wrong_axis(q, k, v):
-    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-2)
+def masked_attention_inverted(q, k, v, mask):
+    weights = torch.softmax(_masked_scores(q, k).masked_fill(mask, float("-inf")), dim=-1)
     return weights @ v, weights
 
 
-def attention_library(q, k, v):
-    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
-    return F.scaled_dot_product_attention(q, k, v), weights
+def masked_attention_library(q, k, v, mask):
+    weights = torch.softmax(_masked_scores(q, k).masked_fill(~mask, float("-inf")), dim=-1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), weights
 
 
-def block_params_no_norm(dim, num_heads, mlp_dim):
-    return 4 * dim * dim + 4 * dim + 2 * dim * mlp_dim + mlp_dim + dim
+def gated_block_params_one_up(dim, mlp_dim, qkv_bias):
+    return 4 * dim + 3 * dim * dim + (3 * dim if qkv_bias else 0) + dim * dim + dim + 2 * dim * mlp_dim + mlp_dim + dim
 
 
-def block_params_one_projection(dim, num_heads, mlp_dim):
-    return 4 * dim + 2 * (dim * dim + dim) + 2 * dim * mlp_dim + mlp_dim + dim
+def gated_block_params_always_bias(dim, mlp_dim, qkv_bias):
+    return 4 * dim + 4 * dim * dim + 4 * dim + 2 * (dim * mlp_dim + mlp_dim) + mlp_dim * dim + dim
 
 
-def block_params_per_head(dim, num_heads, mlp_dim):
-    return 4 * dim + num_heads * (4 * dim * dim + 4 * dim) + 2 * dim * mlp_dim + mlp_dim + dim
+def gated_block_params_no_projection_bias(dim, mlp_dim, qkv_bias):
+    bias = 4 * dim if qkv_bias else 0
+    return 4 * dim + 4 * dim * dim + bias + 2 * (dim * mlp_dim + mlp_dim) + mlp_dim * dim + dim
 
 
-def block_params_mlp_four_times(dim, num_heads, mlp_dim):
-    return 12 * dim * dim + 13 * dim
-
-
-def _rollout(attentions, identity=True, reverse=False):
-    rollout = None
-    for weights in (reversed(attentions) if reverse else attentions):
-        a = weights.mean(dim=1)
-        if identity:
-            a = (a + torch.eye(a.shape[-1])) / 2
-        rollout = a if rollout is None else a @ rollout
-    return rollout
-
-
-def rollout_first_block_left(attentions):
-    return _rollout(attentions, reverse=True)
-
-
-def rollout_no_identity(attentions):
-    return _rollout(attentions, identity=False)
-
-
-def rollout_max_over_heads(attentions):
-    rollout = None
-    for weights in attentions:
-        a = (weights.amax(dim=1) + torch.eye(weights.shape[-1]))
-        a = a / a.sum(dim=-1, keepdim=True)
-        rollout = a if rollout is None else a @ rollout
-    return rollout
+def gated_block_params_no_norm(dim, mlp_dim, qkv_bias):
+    return 4 * dim * dim + (3 * dim if qkv_bias else 0) + dim + 2 * (dim * mlp_dim + mlp_dim) + mlp_dim * dim + dim
 
 
 # Notebook 9 ---------------------------------------------------------------------------------------
-
-def _tensor_batches(images, labels, batch_size, order, label_order=None, drop=True):
-    full = len(order) // batch_size * batch_size if drop else len(order)
-    label_order = order if label_order is None else label_order
-    return [(images[chunk], labels[label_chunk])
-            for chunk, label_chunk in zip(order[:full].split(batch_size), label_order[:full].split(batch_size))]
-
-
-def batches_unshuffled(images, labels, batch_size, generator):
-    return _tensor_batches(images, labels, batch_size, torch.arange(len(images)))
-
-
-def batches_keep_last(images, labels, batch_size, generator):
-    return _tensor_batches(images, labels, batch_size, torch.randperm(len(images), generator=generator), drop=False)
-
-
-def batches_two_permutations(images, labels, batch_size, generator):
-    order = torch.randperm(len(images), generator=generator)
-    return _tensor_batches(images, labels, batch_size, order, torch.randperm(len(images), generator=generator))
-
-
-def batches_global_generator(images, labels, batch_size, generator):
-    return _tensor_batches(images, labels, batch_size, torch.randperm(len(images)))
-
 
 def flip_height(images, first_mask, epoch):
     mask = first_mask if epoch % 2 == 0 else ~first_mask
@@ -830,38 +982,77 @@ def whitening_biased(patches, eps=5e-4):
     return _whitening(patches, eps, "biased")
 
 
-def tta_height(model, images):
+def _shift(images, shifts, pad, mode="reflect", sign=1, swap=False):
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (pad, pad, pad, pad), mode=mode)
+    crops = []
+    for image, (dy, dx) in zip(padded, shifts.tolist()):
+        dy, dx = (dx, dy) if swap else (dy, dx)
+        crops.append(image[:, pad + sign * dy:pad + sign * dy + h, pad + sign * dx:pad + sign * dx + w])
+    return torch.stack(crops)
+
+
+def shift_opposite(images, shifts, pad):
+    return _shift(images, shifts, pad, sign=-1)
+
+
+def shift_swapped(images, shifts, pad):
+    return _shift(images, shifts, pad, swap=True)
+
+
+def shift_zero_border(images, shifts, pad):
+    return _shift(images, shifts, pad, mode="constant")
+
+
+def shift_replicate(images, shifts, pad):
+    return _shift(images, shifts, pad, mode="replicate")
+
+
+def shift_first_for_all(images, shifts, pad):
+    return _shift(images, shifts[:1].expand(len(images), 2), pad)
+
+
+def shift_in_place(images, shifts, pad):
+    images.copy_(_shift(images, shifts, pad))
+    return images
+
+
+def _six(model, images, weights=(0.5, 0.25, 0.25), mode="reflect", flip_shifted=True, evaluate=True, grad=False):
+    if evaluate:
+        model.eval()
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode=mode)
+    with torch.set_grad_enabled(grad):
+        views = [images, padded[..., 2:, 2:], padded[..., :h, :w]]
+        means = [(model(x) + model(x.flip(-1))) / 2 if i == 0 or flip_shifted else model(x)
+                 for i, x in enumerate(views)]
+        return sum(weight * mean for weight, mean in zip(weights, means))
+
+
+def six_equal_weights(model, images):
+    return _six(model, images, weights=(1 / 3, 1 / 3, 1 / 3))
+
+
+def six_zero_border(model, images):
+    return _six(model, images, mode="constant")
+
+
+def six_unflipped_shifts(model, images):
+    return _six(model, images, flip_shifted=False)
+
+
+def six_train_mode(model, images):
+    return _six(model, images, evaluate=False)
+
+
+def six_with_grad(model, images):
+    return _six(model, images, grad=True)
+
+
+def six_two_views(model, images):
     model.eval()
-    with torch.no_grad():
-        return (model(images) + model(images.flip(-2))) / 2
-
-
-def tta_sum(model, images):
-    model.eval()
-    with torch.no_grad():
-        return model(images) + model(images.flip(-1))
-
-
-def tta_probabilities(model, images):
-    model.eval()
-    with torch.no_grad():
-        return (model(images).softmax(1) + model(images.flip(-1)).softmax(1)) / 2
-
-
-def tta_train_mode(model, images):
     with torch.no_grad():
         return (model(images) + model(images.flip(-1))) / 2
-
-
-def tta_mirror_only(model, images):
-    model.eval()
-    with torch.no_grad():
-        return model(images.flip(-1))
-
-
-def tta_with_grad(model, images):
-    model.eval()
-    return (model(images) + model(images.flip(-1))) / 2
 
 
 MISTAKES = {
@@ -873,10 +1064,14 @@ MISTAKES = {
     "nb01.learn_filter": [(learn_filter_no_zero_grad, "zero the gradient"), (learn_filter_flipped, "flipped")],
     "nb01.avg_pool_via_conv": [(avg_pool_sum, "divide by k²"), (avg_pool_mixing_channels, "groups=C"),
                                (avg_pool_stride_one, "stride=k"), (avg_pool_library, "calls F.avg_pool2d")],
-    "nb02.batchnorm_forward": [(batchnorm_unbiased, "biased variance"), (batchnorm_running_biased, "unbiased"),
-                               (batchnorm_per_image, "axes (0, 2, 3)"), (batchnorm_momentum_reversed, "momentum")],
-    "nb02.train_one_epoch": [(train_no_zero_grad, "zero_grad"), (train_no_train_mode, "model.train()"),
-                             (train_last_loss, "not the last batch"), (train_unweighted, "by its size")],
+    "nb02.group_norm": [(group_norm_over_batch, "never mixes the images"), (group_norm_strided_groups, "consecutive"),
+                        (group_norm_per_channel, "all of them together"), (group_norm_unbiased, "biased variance"),
+                        (group_norm_eps_outside, "inside the square root"), (group_norm_library, "with NumPy")],
+    "nb02.train_accumulating": [(accumulate_unscaled, "divide each batch's loss"),
+                                (accumulate_zero_each_batch, "only after a step"),
+                                (accumulate_no_last_step, "after the last batch"),
+                                (accumulate_no_train_mode, "model.train()"),
+                                (accumulate_scaled_loss, "before dividing"), (accumulate_unweighted, "by its size")],
     "nb02.one_cycle_lr": [(one_cycle_linear, "half cosine"), (one_cycle_wrong_floor, "final_div_factor")],
     "nb02.random_crop_flip": [(crop_flip_one_draw, "for each image"), (crop_flip_off_by_one, "2 * pad + 1"),
                               (crop_flip_reflect, "zeros")],
@@ -886,7 +1081,12 @@ MISTAKES = {
                         (topk_smallest, "LARGEST")],
     "nb03.MyNoShortcutBlock": [(NoShortcutBlockWithBias, "no bias"), (NoShortcutBlockNoLastReLU, "ReLU after the second"),
                           (NoShortcutBlockNoPadding, "padding=1")],
-    "nb03.needs_projection": [(needs_projection_article, "stride-2 block")],
+    "nb03.shortcut_parameters": [(shortcut_parameters_article, "even with equal channels"),
+                                 (shortcut_parameters_no_bn, "AND a BatchNorm"),
+                                 (shortcut_parameters_stride_every_block, "only the first block"),
+                                 (shortcut_parameters_no_expansion, "its shortcut must match them"),
+                                 (shortcut_parameters_next_input_width, "the next block's input"),
+                                 (shortcut_parameters_total, "one number per block")],
     "nb03.option_a_shortcut": [(option_a_average, "don't average"), (option_a_zeros_first, "after the input's"),
                                (option_a_no_stride, "ceil(H / stride)")],
     "nb03.resnet34_params": [(resnet34_no_projection, "projection"), (resnet34_no_bn, "gamma and beta")],
@@ -897,52 +1097,66 @@ MISTAKES = {
                                (keras_total_trainable, "trainable or not")],
     "nb04.global_avg_pool": [(global_avg_pool_sum, "divide by H·W"), (global_avg_pool_keepdim, "flatten"),
                              (global_avg_pool_wrong_axis, "last two axes"), (global_avg_pool_library, "calls")],
-    "nb04.keras_same_padding": [(same_padding_symmetric, "ceil(n / s)"), (same_padding_swapped, "at the end")],
+    "nb04.live_taps": [(live_taps_no_stride, "stride skips"), (live_taps_squared, "one axis"),
+                       (live_taps_every_output, "ANY output"), (live_taps_shorter_side, "check each output")],
     "nb05.my_stratified_split": [(split_random, "every class"), (split_floor, "not the floor"),
                                  (split_first_ones, "not the first ones"), (split_unseeded, "same seed")],
     "nb05.receptive_field": [(receptive_field_no_strides, "earlier strides"), (receptive_field_own_stride, "BEFORE")],
     "nb05.vgg_config": [(vgg_config_wide, "stays at 512"), (vgg_config_no_last_pool, "fifth block")],
-    "nb05.vgg_classifier_params": [(vgg_classifier_no_bias, "bias"), (vgg_classifier_512, "25,088")],
-    "nb05.my_dropout": [(dropout_unscaled, "1 / (1 - p)"), (dropout_scaled_at_eval, "evaluation time"),
-                        (dropout_keep_probability, "probability of dropping"), (dropout_library, "calls F.dropout")],
+    "nb05.vgg_params": [(vgg_params_no_conv_bias, "has a bias"), (vgg_params_square_convs, "previous width"),
+                        (vgg_params_first_dense_25088, "not always 512")],
+    "nb05.my_dropout": [(dropout_elementwise, "whole maps"), (dropout_unscaled, "1 / (1 - p)"),
+                        (dropout_scaled_at_eval, "evaluation time"), (dropout_keep_probability, "probability of dropping"),
+                        (dropout_shared_by_the_batch, "its own mask"), (dropout_library, "calls F.dropout")],
     "nb06.conv1x1_by_matmul": [(conv1x1_no_permute, "permute"), (conv1x1_no_bias, "add the bias"),
                                (conv1x1_library, "calls")],
-    "nb06.conv_macs": [(conv_macs_input_size, "OUTPUT position"), (conv_macs_flops, "FLOPs")],
+    "nb06.bottleneck_macs": [(bottleneck_macs_input_size, "carries the stride"), (bottleneck_macs_no_shortcut, "count it"),
+                             (bottleneck_macs_shortcut_on_stride_only, "only the channels change"),
+                             (bottleneck_macs_flops, "FLOPs")],
     "nb06.rotate_flip": [(rotate_flip_clockwise, "counter-clockwise"), (rotate_flip_upside_down, "left-right"),
                          (rotate_flip_wrong_order, "don't commute")],
     "nb06.confusion_matrix": [(confusion_transposed, "row = true class"), (confusion_inferred_size, "num_classes x")],
-    "nb07.saliency_map": [(saliency_signed, "absolute value"), (saliency_channel_sum, "not the sum"),
-                          (saliency_all_logits, "own target class"), (saliency_probability, "not its probability"),
-                          (saliency_loss, "not a loss"), (saliency_train_mode, "eval mode")],
-    "nb07.gradcam_weights": [(gradcam_weights_sum, "divide the sum by h·w"), (gradcam_weights_max, "not the maximum"),
-                             (gradcam_weights_channels, "(N, K)")],
-    "nb07.gradcam_map": [(gradcam_map_no_relu, "apply a ReLU"), (gradcam_map_abs, "not the absolute value"),
-                         (gradcam_map_mean, "don't average")],
-    "nb07.upsample_heatmap": [(upsample_nearest, "mode='bilinear'"), (upsample_align_corners, "align_corners=False"),
-                              (upsample_batch_scaled, "its own"), (upsample_zero_division, "0 by 0"),
-                              (upsample_scaled_first, "upsample first")],
+    "nb07.smoothgrad": [(smoothgrad_no_noise, "add noise[s]"), (smoothgrad_signed_mean, "cancel"),
+                        (smoothgrad_mean_then_max, "maximum for each copy"),
+                        (smoothgrad_sum, "divide their sum by S"), (smoothgrad_first_draw, "not only the first"),
+                        (smoothgrad_train_mode, "eval mode")],
+    "nb07.integrated_gradients": [(ig_left_riemann, "right Riemann sum"),
+                                  (ig_no_difference, "by (images - baselines)"),
+                                  (ig_sum, "divide their sum by steps"), (ig_times_images, "not by the images"),
+                                  (ig_gradient_at_image, "not only at the image"),
+                                  (ig_probability, "not its probability")],
+    "nb07.class_activation_map": [(cam_no_division, "divide by h·w"), (cam_no_relu, "a ReLU"),
+                                  (cam_mean_channels, "don't average them"), (cam_first_target, "own target")],
+    "nb07.heatmap_on_image": [(heatmap_interpolated, "stretches"), (heatmap_align_corners, "align_corners=True"),
+                              (heatmap_no_start, "subtract start"), (heatmap_fades, "don't fade to zero"),
+                              (heatmap_nearest_cell, "nearest cell's value"),
+                              (heatmap_unscaled, "scale each map to 0..1"),
+                              (heatmap_batch_scaled, "its own"), (heatmap_zero_division, "0 by 0"),
+                              (heatmap_scaled_first, "place first")],
     "nb07.prepare_for_fine_tuning": [(fine_tune_fixed_width, "model.fc.in_features"),
                                      (fine_tune_frozen_head, "must train"), (fine_tune_never_frozen, "still train"),
                                      (fine_tune_always_frozen, "freeze nothing"), (fine_tune_no_bias, "bias"),
                                      (fine_tune_reinitialised, "keep the pretrained weights")],
-    "nb08.patchify": [(patchify_channels_last, "(C, P, P)"), (patchify_column_major, "row-major"),
-                      (patchify_reshape, "plain reshape")],
-    "nb08.embed_tokens": [(embed_tokens_cls_last, "goes first"), (embed_tokens_cls_without_position, "row 0"),
-                          (embed_tokens_no_position, "add the position embedding")],
-    "nb08.attention": [(attention_unscaled, "sqrt(d)"), (attention_scaled_by_d, "square ROOT"),
-                       (attention_wrong_axis, "last axis"), (attention_library, "calls F.scaled_dot_product_attention")],
-    "nb08.block_params": [(block_params_no_norm, "LayerNorms"), (block_params_one_projection, "queries, keys and values"),
-                          (block_params_per_head, "heads"), (block_params_mlp_four_times, "use mlp_dim")],
-    "nb08.attention_rollout": [(rollout_first_block_left, "on the LEFT"), (rollout_no_identity, "identity"),
-                               (rollout_max_over_heads, "not the maximum")],
-    "nb09.tensor_batches": [(batches_unshuffled, "shuffle"), (batches_keep_last, "drop"),
-                            (batches_two_permutations, "same permutation"), (batches_global_generator, "generator")],
+    "nb08.strided_patches": [(strided_patches_channels_last, "(C, P, P)"), (strided_patches_column_major, "row-major"),
+                             (strided_patches_ignore_stride, "(H - P) // S + 1"), (strided_patches_library, "calls F.unfold")],
+    "nb08.resize_pos_embed": [(resize_pos_embed_plain_reshape, "(1, g, g, D)"), (resize_pos_embed_column_major, "row-major"),
+                              (resize_pos_embed_nearest, "bilinearly"), (resize_pos_embed_drop_class, "keep the class"),
+                              (resize_pos_embed_class_last, "stays first")],
+    "nb08.masked_attention": [(masked_attention_after_softmax, "BEFORE the softmax"), (masked_attention_fill_zero, "e^0"),
+                              (masked_attention_inverted, "MAY attend"),
+                              (masked_attention_library, "calls F.scaled_dot_product_attention")],
+    "nb08.gated_block_params": [(gated_block_params_one_up, "TWO layers"), (gated_block_params_always_bias, "no bias"),
+                                (gated_block_params_no_projection_bias, "output projection keeps"),
+                                (gated_block_params_no_norm, "LayerNorms")],
+    "nb09.shift_images": [(shift_opposite, "not pad - dy"), (shift_swapped, "(dy, dx)"),
+                          (shift_zero_border, "not with zeros"), (shift_replicate, "replicate"),
+                          (shift_first_for_all, "its own shift"), (shift_in_place, "in place")],
     "nb09.alternating_flip": [(flip_height, "width axis"), (flip_same_mask, "OTHER images"),
                               (flip_parity_swapped, "epoch % 2"), (flip_in_place, "in place")],
     "nb09.whitening_matrix": [(whitening_columns, "COLUMNS: transpose"), (whitening_broadcast, "divides the COLUMNS"),
                               (whitening_no_sqrt, "square ROOT"), (whitening_no_eps, "add eps"),
                               (whitening_uncentred, "subtract each column's mean"), (whitening_biased, "M - 1")],
-    "nb09.tta_logits": [(tta_height, "width axis"), (tta_sum, "divide their sum by 2"),
-                        (tta_probabilities, "average the logits"), (tta_train_mode, "model.eval()"),
-                        (tta_mirror_only, "AND"), (tta_with_grad, "torch.no_grad()")],
+    "nb09.six_view_logits": [(six_equal_weights, "one half"), (six_zero_border, "not with zeros"),
+                             (six_unflipped_shifts, "mirror the shifted images"), (six_train_mode, "model.eval()"),
+                             (six_with_grad, "torch.no_grad()"), (six_two_views, "add the two shifted views")],
 }

@@ -9,27 +9,28 @@ import torch
 import torch.nn.functional as F
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
-    """BatchNorm2d in training mode, in NumPy: (y, new_running_mean, new_running_var)."""
-    mean = x.mean(axis=(0, 2, 3))
-    var = x.var(axis=(0, 2, 3))                      # biased: what the normalisation uses
-    n = x.size // x.shape[1]
-    x_hat = (x - mean.reshape(1, -1, 1, 1)) / np.sqrt(var.reshape(1, -1, 1, 1) + eps)
-    y = gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
-    new_mean = (1 - momentum) * running_mean + momentum * mean
-    new_var = (1 - momentum) * running_var + momentum * var * n / (n - 1)   # unbiased, as PyTorch
-    return y, new_mean, new_var
+def group_norm(x, num_groups, gamma, beta, eps=1e-5):
+    """GroupNorm in NumPy: each group of C / num_groups consecutive channels of each image normalised
+    with its own mean and (biased) variance, then scaled and shifted per channel."""
+    n, c, h, w = x.shape
+    groups = x.reshape(n, num_groups, c // num_groups, h, w)
+    mean = groups.mean(axis=(2, 3, 4), keepdims=True)
+    var = groups.var(axis=(2, 3, 4), keepdims=True)
+    x_hat = ((groups - mean) / np.sqrt(var + eps)).reshape(n, c, h, w)
+    return gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
 
 
-def train_one_epoch(model, loader, optimizer, loss_fn):
-    """One pass over loader in training mode; the mean loss over all images."""
+def train_accumulating(model, loader, optimizer, loss_fn, steps):
+    """One pass in training mode with one optimizer step per `steps` batches; the mean loss over all images."""
     model.train()
+    optimizer.zero_grad()
     total, count = 0.0, 0
-    for images, labels in loader:
-        optimizer.zero_grad()
+    for k, (images, labels) in enumerate(loader, 1):
         loss = loss_fn(model(images), labels)
-        loss.backward()
-        optimizer.step()
+        (loss / steps).backward()                    # gradients add up until the step
+        if k % steps == 0 or k == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
         total += loss.item() * len(labels)
         count += len(labels)
     return total / count

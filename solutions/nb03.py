@@ -26,9 +26,18 @@ class MyNoShortcutBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
 
 
-def needs_projection(in_channels, out_channels, stride):
-    """True when the shortcut cannot be the identity: the channels or the size change."""
-    return stride != 1 or in_channels != out_channels
+def shortcut_parameters(in_channels, stages, expansion=1):
+    """Each block's shortcut parameters: 0 for the identity, C·C' + 2C' for a 1x1 conv + BN projection,
+    which a block needs when its stride is not 1 or its channels change."""
+    counts, channels = [], in_channels
+    for width, num_blocks, stride in stages:
+        out_channels = expansion * width
+        for index in range(num_blocks):
+            block_stride = stride if index == 0 else 1
+            identity = block_stride == 1 and channels == out_channels
+            counts.append(0 if identity else channels * out_channels + 2 * out_channels)
+            channels = out_channels
+    return counts
 
 
 def option_a_shortcut(x, out_channels, stride):

@@ -2,8 +2,6 @@
 
 Each name is the one the notebook's stub defines; ``cnncourse.exercises.nb04`` checks them.
 """
-import math
-
 import torch.nn.functional as F
 from torch import nn
 
@@ -41,8 +39,8 @@ def global_avg_pool(x):
     return x.mean(dim=(2, 3))
 
 
-def keras_same_padding(n, kernel, stride):
-    """(before, after) zeros of Keras's padding="same": ceil(n / s) outputs, the odd zero after."""
-    outputs = math.ceil(n / stride)
-    total = max((outputs - 1) * stride + kernel - n, 0)
-    return total // 2, total - total // 2
+def live_taps(n, kernel, stride, padding):
+    """Kernel positions j along one axis whose input index i*stride + j - padding is a real pixel
+    (0 <= index < n) for at least one output i; there are (n + 2*padding - kernel) // stride + 1 outputs."""
+    outputs = (n + 2 * padding - kernel) // stride + 1
+    return sum(any(0 <= i * stride + j - padding < n for i in range(outputs)) for j in range(kernel))

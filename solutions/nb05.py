@@ -39,15 +39,23 @@ def vgg_config(convs_per_block):
     return config
 
 
-def vgg_classifier_params(num_classes):
-    """Parameters of dense 25,088 -> 4096 -> 4096 -> num_classes, with biases."""
-    sizes = [512 * 7 * 7, 4096, 4096, num_classes]
-    return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes, sizes[1:]))
+def vgg_params(config, num_classes):
+    """Convolutions 9·C_in·C_out + C_out each (C_in: the previous width, 3 at first), then the
+    classifier last_width·7·7 -> 4096 -> 4096 -> num_classes, n·m + m per dense layer."""
+    total, channels = 0, 3
+    for item in config:
+        if item != "M":
+            total += 9 * channels * item + item
+            channels = item
+    sizes = [channels * 7 * 7, 4096, 4096, num_classes]
+    return total + sum(n_in * n_out + n_out for n_in, n_out in zip(sizes, sizes[1:]))
 
 
 def my_dropout(x, p, training):
-    """Inverted dropout: zero with probability p and scale by 1 / (1 - p) in training only."""
+    """Channel dropout: zero each map x[n, c] with probability p and scale the rest by 1 / (1 - p),
+    in training only."""
     if not training:
         return x
-    keep = torch.rand(x.shape) >= p
+    n, c = x.shape[:2]
+    keep = torch.rand(n, c, 1, 1) >= p
     return x * keep / (1 - p)

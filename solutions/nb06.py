@@ -12,10 +12,15 @@ def conv1x1_by_matmul(x, weight, bias):
     return out.permute(0, 3, 1, 2)
 
 
-def conv_macs(in_channels, out_channels, kernel, size, stride=1, padding=0):
-    """H' x W' x C_out x C_in x k x k multiply-accumulates."""
-    out = (size + 2 * padding - kernel) // stride + 1
-    return out * out * out_channels * in_channels * kernel * kernel
+def bottleneck_macs(in_channels, width, size, stride):
+    """H'·W'·C_out·C_in·k² for each convolution of the block, at the size of its own output."""
+    out = (size + 2 - 3) // stride + 1                    # the 3x3 (padding 1) carries the stride
+    macs = size * size * in_channels * width              # first 1x1, on the input
+    macs += out * out * 9 * width * width                 # 3x3
+    macs += out * out * width * 4 * width                 # last 1x1
+    if stride != 1 or in_channels != 4 * width:           # projection shortcut
+        macs += out * out * in_channels * 4 * width
+    return macs
 
 
 def rotate_flip(images, quarter_turns, flips):

@@ -7,30 +7,45 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def saliency_map(model, images, targets):
-    """|d logit[target] / d pixel|, the largest over the colour channels."""
-    x = images.clone().requires_grad_(True)
-    score = model(x).gather(1, targets[:, None]).sum()     # each image's own target logit
-    (grad,) = torch.autograd.grad(score, x)
-    return grad.abs().amax(dim=1)
+def smoothgrad(model, images, targets, noise):
+    """The mean of the saliency maps of the noisy copies images + noise[s]."""
+    maps = []
+    for sample in noise:
+        x = (images + sample).requires_grad_(True)
+        logits = model(x)
+        (grad,) = torch.autograd.grad(logits[torch.arange(len(targets)), targets].sum(), x)   # own target logit
+        maps.append(grad.abs().amax(dim=1))
+    return torch.stack(maps).mean(dim=0)
 
 
-def gradcam_weights(gradients):
-    """The global average of the gradients over the positions: one weight per channel."""
-    return gradients.mean(dim=(2, 3))
+def integrated_gradients(model, images, targets, baselines, steps):
+    """(x - x') times the mean gradient at x' + (k / steps)(x - x'), k = 1 .. steps."""
+    total = torch.zeros_like(images)
+    for k in range(1, steps + 1):
+        x = (baselines + k / steps * (images - baselines)).requires_grad_(True)
+        logits = model(x)
+        (grad,) = torch.autograd.grad(logits[torch.arange(len(targets)), targets].sum(), x)
+        total += grad
+    return (images - baselines) * total / steps
 
 
-def gradcam_map(activations, weights):
-    """ReLU of the feature maps' sum weighted by channel."""
-    return F.relu((weights[:, :, None, None] * activations).sum(dim=1))
+def class_activation_map(features, fc_weight, targets):
+    """Grad-CAM's weights are fc_weight[c, k] / (h w) for a network that ends in average pooling + fc."""
+    h, w = features.shape[-2:]
+    alpha = fc_weight[targets] / (h * w)                                  # (N, K)
+    return F.relu(torch.einsum("nk,nkhw->nhw", alpha, features))
 
 
-def upsample_heatmap(cam, size):
-    """Bilinear upsampling to size, then each map scaled to 0..1 (a constant map to zeros)."""
-    up = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    low = up.amin(dim=(1, 2), keepdim=True)
-    span = up.amax(dim=(1, 2), keepdim=True) - low
-    return torch.where(span > 0, (up - low) / span.clamp_min(1e-12), torch.zeros_like(up))
+def heatmap_on_image(cam, size, jump, start):
+    """Each pixel p reads the map at u = (p - start) / jump (clamped), linearly between two cells; scaled 0..1."""
+    def weights(pixels, cells):                                           # (pixels, cells) interpolation matrix
+        u = ((torch.arange(pixels, dtype=cam.dtype) - start) / jump).clamp(0, cells - 1)
+        return (1 - (u[:, None] - torch.arange(cells, dtype=cam.dtype)).abs()).clamp_min(0)
+
+    placed = weights(size[0], cam.shape[1]) @ cam @ weights(size[1], cam.shape[2]).T
+    low = placed.amin(dim=(1, 2), keepdim=True)
+    span = placed.amax(dim=(1, 2), keepdim=True) - low
+    return torch.where(span > 0, (placed - low) / span.clamp_min(1e-12), torch.zeros_like(placed))
 
 
 def prepare_for_fine_tuning(model, num_classes, freeze_backbone=False):

@@ -1,47 +1,44 @@
-"""Reference solutions of notebook 8's exercises (a Vision Transformer against ResNet), kept apart from the notebook.
+"""Reference solutions of notebook 8's exercises (a Vision Transformer), kept apart from the notebook.
 
 Each name is the one the notebook's stub defines; ``cnncourse.exercises.nb08`` checks them.
 """
 import math
 
 import torch
+import torch.nn.functional as F
 
 
-def patchify(images, patch_size):
-    """Split H and W into (blocks, P), bring the two block axes forward, flatten each (C, P, P) patch."""
-    n, c, h, w = images.shape
+def strided_patches(images, patch_size, stride):
+    """Tensor.unfold cuts windows of P every S pixels along H, then along W: (N, C, rows, columns, P, P);
+    the grid axes go in front, each (C, P, P) patch is flattened."""
+    n, c = images.shape[:2]
     p = patch_size
-    patches = images.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)   # (N, H/P, W/P, C, P, P)
-    return patches.reshape(n, (h // p) * (w // p), c * p * p)
+    grid = images.unfold(2, p, stride).unfold(3, p, stride)          # (N, C, rows, columns, P, P)
+    return grid.permute(0, 2, 3, 1, 4, 5).reshape(n, -1, c * p * p)
 
 
-def embed_tokens(patch_tokens, cls_token, pos_embed):
-    """The class token first, for every image, then the position embedding added to all T + 1 tokens."""
-    cls = cls_token.expand(patch_tokens.shape[0], -1, -1)
-    return torch.cat([cls, patch_tokens], dim=1) + pos_embed
+def resize_pos_embed(pos_embed, new_grid):
+    """The class token's row apart; the patches' rows as a (1, D, g, g) image, interpolated, flattened back."""
+    rows, columns = new_grid
+    dim = pos_embed.shape[-1]
+    g = math.isqrt(pos_embed.shape[1] - 1)
+    grid = pos_embed[:, 1:].reshape(1, g, g, dim).permute(0, 3, 1, 2)            # (1, D, g, g)
+    grid = F.interpolate(grid, size=(rows, columns), mode="bilinear", align_corners=False)
+    patches = grid.permute(0, 2, 3, 1).reshape(1, rows * columns, dim)
+    return torch.cat([pos_embed[:, :1], patches], dim=1)
 
 
-def attention(q, k, v):
-    """softmax(q k^T / sqrt(d)) over the keys, then the weighted sum of the values."""
-    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+def masked_attention(q, k, v, mask):
+    """The hidden scores become -inf, so the softmax gives them weight 0 and spreads 1 over the rest."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
     return weights @ v, weights
 
 
-def block_params(dim, num_heads, mlp_dim):
-    """Two LayerNorms, qkv, output projection, the MLP's two layers; the heads only split dim."""
+def gated_block_params(dim, mlp_dim, qkv_bias):
+    """Two LayerNorms, qkv (bias optional), output projection, two gate layers D -> M and one M -> D."""
     norms = 2 * (2 * dim)
-    qkv = 3 * dim * dim + 3 * dim
+    qkv = 3 * dim * dim + (3 * dim if qkv_bias else 0)
     projection = dim * dim + dim
-    mlp = dim * mlp_dim + mlp_dim + mlp_dim * dim + dim
+    mlp = 2 * (dim * mlp_dim + mlp_dim) + mlp_dim * dim + dim
     return norms + qkv + projection + mlp
-
-
-def attention_rollout(attentions):
-    """Each block: heads averaged, (A + I) normalised per row; multiplied with later blocks on the left."""
-    rollout = None
-    for weights in attentions:
-        a = weights.mean(dim=1)
-        a = a + torch.eye(a.shape[-1])
-        a = a / a.sum(dim=-1, keepdim=True)
-        rollout = a if rollout is None else a @ rollout
-    return rollout

@@ -3,13 +3,7 @@
 Each name is the one the notebook's stub defines; ``cnncourse.exercises.nb09`` checks them.
 """
 import torch
-
-
-def tensor_batches(images, labels, batch_size, generator):
-    """One permutation from the generator, cut into full chunks of batch_size (the rest dropped), one indexing each."""
-    order = torch.randperm(len(images), generator=generator)
-    full = len(order) // batch_size * batch_size
-    return [(images[chunk], labels[chunk]) for chunk in order[:full].split(batch_size)]
+import torch.nn.functional as F
 
 
 def alternating_flip(images, first_mask, epoch):
@@ -24,8 +18,21 @@ def whitening_matrix(patches, eps=5e-4):
     return (vectors / torch.sqrt(values + eps)).T
 
 
-def tta_logits(model, images):
-    """Eval mode, no gradients, the mean of the logits of the images and of their mirror images."""
+def shift_images(images, shifts, pad):
+    """Pad once by reflection, then crop each image at (pad + dy, pad + dx)."""
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    crops = [image[:, pad + dy:pad + dy + h, pad + dx:pad + dx + w]
+             for image, (dy, dx) in zip(padded, shifts.tolist())]
+    return torch.stack(crops)
+
+
+def six_view_logits(model, images):
+    """Half the flip mean of the images, a quarter each that of the two one-pixel shifts (reflected border)."""
     model.eval()
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+    views = [images, padded[..., 2:, 2:], padded[..., :h, :w]]
     with torch.no_grad():
-        return (model(images) + model(images.flip(-1))) / 2
+        means = [(model(x) + model(x.flip(-1))) / 2 for x in views]
+    return means[0] / 2 + (means[1] + means[2]) / 4

@@ -214,3 +214,30 @@ def test_cli_speedrun_cifar10_records_the_removal_and_a_portable_command(tmp_pat
     assert "'Lookahead'" in capsys.readouterr().err
     assert main(["speedrun", "--task", "mnist", "--epochs", "1.5", "--out", str(tmp_path / "c")]) == 2
     assert "whole number of epochs" in capsys.readouterr().err
+
+
+def _recorded(folder, name, seed, seconds, six, two, one, removed=None):
+    run = {"seed": seed, "train_seconds": seconds, "test_accuracy": six, "test_accuracy_flip": two,
+           "test_accuracy_no_tta": one, "removed_trick": removed, "data": "cifar10-jpeg", "autocast": "torch.bfloat16",
+           "recipe": {"epochs": 12.0, "batch_size": 1024},
+           "provenance": {"cpu": "Test CPU", "torch_threads": 2, "cores": 2, "torch_cpu_capability": "AVX512",
+                          "native_bf16": True}}
+    (folder / name).mkdir(parents=True)
+    (folder / name / "metrics.json").write_text(json.dumps(run))
+
+
+def test_recorded_tables_read_the_runs_medians_and_the_goal(tmp_path):
+    assert "no run recorded" in cs.recorded_tables(tmp_path)
+    folder = tmp_path / "speedrun-cifar10"
+    for seed, (seconds, six) in enumerate([(600, 0.931), (660, 0.925), (630, 0.934)]):
+        _recorded(folder, f"recipe-s{seed}", seed, seconds, six, six - 0.002, six - 0.01)
+    _recorded(folder, "without-lookahead-s0", 0, 590, 0.920, 0.918, 0.91, removed="Lookahead")
+    (folder / "search" / "e8-s0").mkdir(parents=True)            # the search is not a recorded run
+    text = cs.recorded_tables(tmp_path)
+    assert "| 1 | 11.0 min | 92.50 % | 92.30 % | 91.50 % |" in text
+    assert "| median of 3 | 10.5 min | 93.10 % |" in text
+    assert "| mean ± sd | | 93.00 ± 0.46 % |" in text
+    assert "at most 15 minutes of training: met" in text and "the course's JPEG copy of CIFAR-10" in text
+    assert "| Lookahead | plain Nesterov SGD, no pull towards the slow weights | 1 | 9.8 min | 0.94 | 92.00 % | 91.00 % |" \
+        in text
+    assert "missed: 0.40 points short" in cs.recorded_tables(tmp_path, accuracy=0.935)

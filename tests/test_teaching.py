@@ -198,18 +198,13 @@ def _lesson_budget():
 
 
 BUDGET = _lesson_budget()
-# Lessons not yet split into a lesson and a lab (issue 24): expected to fail until they are, strictly,
-# so that a lesson brought within its budget must leave this set.
-OVER_BUDGET = {"02", "03", "04", "05", "06", "07", "08", "09"}
 
 
 def test_readme_lesson_table_is_measured_from_the_notebooks():
     assert BUDGET.main(["--check"]) == 0, "run python scripts/lesson_budget.py --readme"
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="issue 24: not yet a lesson of one sitting"))
-    if p.name[:2] in OVER_BUDGET else p for p in BUDGET.lessons()], ids=lambda p: p.name[:2])
+@pytest.mark.parametrize("path", BUDGET.lessons(), ids=lambda p: p.name[:2])
 def test_each_lesson_fits_one_sitting(path):
     measured = BUDGET.measure(path)
     for key, limit in BUDGET.LIMITS.items():

@@ -62,7 +62,7 @@ class Result:
 class Exercise:
     """One exercise: the learner defines ``name`` (from the ``stub`` source), ``check`` judges it.
 
-    ``section`` is the ``## `` heading of the notebook section the exercise belongs to.
+    ``section`` is the title of the ``##`` heading of the notebook section the exercise belongs to.
     """
 
     name: str

@@ -1,5 +1,5 @@
-"""Exercises of notebook 2 (LeNet on CIFAR-10): BatchNorm by hand, the training loop, a one-cycle
-schedule, batched crop-and-flip augmentation, and accuracy in eval mode."""
+"""Exercises of notebook 2 (LeNet on CIFAR-10): GroupNorm by hand, gradient accumulation, accuracy in
+eval mode, a one-cycle schedule, and batched crop-and-flip augmentation."""
 from __future__ import annotations
 
 import copy
@@ -13,82 +13,96 @@ from torch import nn
 
 from cnncourse.exercises.check import Exercise, Tester, checker, forbid
 
-BATCHNORM_FORWARD = '''\
+GROUP_NORM = '''\
 import numpy as np
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
-    """BatchNorm2d in training mode, in NumPy. x: (N, C, H, W); gamma, beta, running_mean,
-    running_var: (C,). Returns (y, new_running_mean, new_running_var), as nn.BatchNorm2d computes them."""
+def group_norm(x, num_groups, gamma, beta, eps=1e-5):
+    """GroupNorm in NumPy. x: (N, C, H, W), its C channels split into num_groups groups of consecutive
+    channels; gamma, beta: (C,). Returns y, the shape of x."""
     raise NotImplementedError
 '''
 
 
-def _norm(x: np.ndarray, axes: tuple, ddof: int = 0, eps: float = 1e-5, outside: bool = False) -> np.ndarray:
-    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, ddof=ddof, keepdims=True)
-    return (x - mean) / (np.sqrt(var) + eps if outside else np.sqrt(var + eps))
+def _group_norm(x: np.ndarray, groups: int, gamma: np.ndarray, beta: np.ndarray, eps: float,
+                mistake: str = "") -> np.ndarray:
+    """GroupNorm by formula, or with one named mistake (for the hints)."""
+    n, c, h, w = x.shape
+    if mistake == "strided":            # channel k in group k % G instead of k // (C / G)
+        grouped, axes = x.reshape(n, c // groups, groups, h, w), (1, 3, 4)
+    elif mistake == "batch":            # statistics over the batch as well, like BatchNorm
+        grouped, axes = x.reshape(n, groups, c // groups, h, w), (0, 2, 3, 4)
+    elif mistake == "per channel":      # InstanceNorm whatever G is
+        grouped, axes = x.reshape(n, c, 1, h, w), (2, 3, 4)
+    else:
+        grouped, axes = x.reshape(n, groups, c // groups, h, w), (2, 3, 4)
+    mean = grouped.mean(axis=axes, keepdims=True)
+    var = grouped.var(axis=axes, ddof=1 if mistake == "unbiased" else 0, keepdims=True)
+    scale = np.sqrt(var) + eps if mistake == "eps outside" else np.sqrt(var + eps)
+    x_hat = ((grouped - mean) / scale).reshape(n, c, h, w)
+    return gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1)
 
 
-@checker("batchnorm_forward")
-def check_batchnorm_forward(t: Tester, answer: Any) -> None:
-    """Compared with F.batch_norm(training=True), output and running statistics."""
+@checker("group_norm")
+def check_group_norm(t: Tester, answer: Any) -> None:
+    """Compared with F.group_norm on batches whose channels differ in mean and scale, for G = C/2,
+    G = 1 (LayerNorm), G = C (InstanceNorm) and a large eps."""
     rng = np.random.default_rng(4)
-    for shape, momentum, eps in [((4, 3, 5, 5), 0.1, 1e-5), ((2, 2, 1, 2), 0.1, 1e-5), ((3, 4, 2, 3), 0.3, 0.1)]:
+    for shape, groups, eps in [((3, 6, 4, 5), 3, 1e-5), ((2, 4, 3, 3), 1, 1e-5), ((2, 4, 2, 3), 4, 1e-5),
+                               ((4, 6, 1, 3), 2, 0.1)]:
         c = shape[1]
         x = rng.normal(size=shape) * rng.uniform(0.5, 3, size=(1, c, 1, 1)) + rng.normal(size=(1, c, 1, 1))
+        x += rng.normal(0, 2, size=(shape[0], 1, 1, 1))          # each image its own offset
         gamma, beta = rng.uniform(0.5, 2, size=c), rng.normal(size=c)
-        mean0, var0 = rng.normal(size=c), rng.uniform(0.5, 2, size=c)
-        t.case(f"batchnorm_forward(<x {shape}>, ..., momentum={momentum}, eps={eps})")
-        mean, var = torch.tensor(mean0), torch.tensor(var0)
-        y = F.batch_norm(torch.tensor(x), mean, var, torch.tensor(gamma), torch.tensor(beta), True, momentum, eps).numpy()
-        with forbid("batch_norm", hint="compute the mean and variance per channel with NumPy"):
-            got = t.call(answer, x.copy(), gamma.copy(), beta.copy(), mean0.copy(), var0.copy(), momentum=momentum, eps=eps)
-        if not isinstance(got, (tuple, list)) or len(got) != 3:
-            t.fail("did not return three things", "return (y, new_running_mean, new_running_var)")
-        b, g = beta.reshape(1, -1, 1, 1), gamma.reshape(1, -1, 1, 1)
-        t.close(got[0], y, "y = gamma · (x - mean) / sqrt(var + eps) + beta, mean and var per channel", alternatives=[
-            (lambda: g * _norm(x, (0, 2, 3), ddof=1, eps=eps) + b, "normalise with the biased variance (divide by "
-             "N·H·W, np.var's default); only the running variance uses N·H·W - 1"),
-            (lambda: g * _norm(x, (2, 3), eps=eps) + b, "statistics per channel over the batch and all positions: "
-                                                        "axes (0, 2, 3), not per image"),
-            (lambda: g * _norm(x, (0,), eps=eps) + b, "statistics per channel over axes (0, 2, 3), not per position"),
-            (lambda: g * _norm(x, (0, 2, 3), eps=eps, outside=True) + b, "eps goes inside the square root: "
-                                                                         "sqrt(var + eps)"),
-            (lambda: b * _norm(x, (0, 2, 3), eps=eps) + g, "gamma scales and beta shifts: gamma · x̂ + beta")],
-            shape_hint="y has the shape of x")
-        batch_mean, n = x.mean(axis=(0, 2, 3)), x.size // c
-        t.close(got[1], mean.numpy(), "new running mean = (1 - momentum) · running_mean + momentum · batch mean",
-                alternatives=[((1 - momentum) * batch_mean + momentum * mean0, "momentum weighs the new batch: "
-                               "(1 - momentum) · running + momentum · batch")], shape_hint="one value per channel")
-        biased = x.var(axis=(0, 2, 3))
-        t.close(got[2], var.numpy(), "new running var = (1 - momentum) · running_var + momentum · unbiased batch var",
-                alternatives=[((1 - momentum) * var0 + momentum * biased, "the running variance is updated with the "
-                               "unbiased batch variance (divide by N·H·W - 1), as PyTorch does"),
-                              ((1 - momentum) * biased * n / (n - 1) + momentum * var0, "momentum weighs the new "
-                               "batch: (1 - momentum) · running + momentum · batch")], shape_hint="one value per channel")
+        t.case(f"group_norm(<x {shape}>, num_groups={groups}, gamma, beta, eps={eps})")
+        expected = F.group_norm(torch.tensor(x), groups, torch.tensor(gamma), torch.tensor(beta), eps).numpy()
+        with forbid("group_norm", "layer_norm", "instance_norm", "batch_norm",
+                    hint="compute the mean and variance of each group with NumPy"):
+            got = t.call(answer, x.copy(), groups, gamma.copy(), beta.copy(), eps=eps)
+
+        def wrong(mistake: str) -> Callable[[], np.ndarray]:
+            return lambda: _group_norm(x, groups, gamma, beta, eps, mistake)
+
+        t.close(got, expected, "per image and group: reshape x to (N, G, C/G, H, W), mean and variance over "
+                "axes (2, 3, 4), normalise, reshape back, then gamma · x̂ + beta per channel", alternatives=[
+                    (wrong("batch"), "statistics per image: GroupNorm never mixes the images of a batch "
+                                     "(average over the group's channels and positions, not over axis 0)"),
+                    (wrong("strided"), "a group is C/G consecutive channels: channels 0 .. C/G - 1 form group 0; "
+                                       "reshape to (N, G, C/G, H, W), not (N, C/G, G, H, W)"),
+                    (wrong("per channel"), "a group spans C/G channels: take the mean and variance over all of "
+                                           "them together, not channel by channel"),
+                    (wrong("unbiased"), "use the biased variance (divide by the number of values, np.var's "
+                                        "default), as GroupNorm does"),
+                    (wrong("eps outside"), "eps goes inside the square root: sqrt(var + eps)"),
+                    (lambda: beta.reshape(1, -1, 1, 1) * _group_norm(x, groups, np.ones(c), np.zeros(c), eps)
+                     + gamma.reshape(1, -1, 1, 1), "gamma scales and beta shifts: gamma · x̂ + beta")],
+                shape_hint="y has the shape of x")
 
 
-TRAIN_ONE_EPOCH = '''\
-def train_one_epoch(model, loader, optimizer, loss_fn):
-    """One pass over loader (batches of (images, labels)) in training mode: for each batch
-    zero_grad, forward, loss, backward, step. Returns the mean loss over all images (a float)."""
+TRAIN_ACCUMULATING = '''\
+def train_accumulating(model, loader, optimizer, loss_fn, steps):
+    """One pass over loader in training mode, one optimizer step per `steps` batches: each batch's loss
+    divided by `steps` is backpropagated and the gradients add up; step (then zero the gradients) after
+    every `steps`-th batch and after the last one. Returns the mean loss over all images (a float)."""
     raise NotImplementedError
 '''
 
 
-def _epoch(model: nn.Module, loader: list, optimizer: torch.optim.Optimizer, loss_fn: Callable, mistake: str = "") -> List[float]:
+def _accumulate(model: nn.Module, loader: list, optimizer: torch.optim.Optimizer, loss_fn: Callable, steps: int,
+                mistake: str = "") -> List[float]:
+    """The epoch with gradient accumulation, or with one named mistake (for the hints)."""
     if mistake != "no train":
         model.train()
+    optimizer.zero_grad()
     losses = []
-    for x, y in loader:
-        if mistake != "no zero_grad":
+    for k, (x, y) in enumerate(loader, 1):
+        if mistake == "zero every batch":
             optimizer.zero_grad()
         loss = loss_fn(model(x), y)
-        if mistake == "step first":
+        (loss if mistake == "no scaling" else loss / steps).backward()
+        if k % steps == 0 or (k == len(loader) and mistake != "no last step"):
             optimizer.step()
-        loss.backward()
-        if mistake != "step first":
-            optimizer.step()
+            optimizer.zero_grad()
         losses.append(loss.item())
     return losses
 
@@ -97,39 +111,56 @@ def _params(model: nn.Module) -> np.ndarray:
     return torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()
 
 
-@checker("train_one_epoch")
-def check_train_one_epoch(t: Tester, answer: Any) -> None:
-    """The weights after the learner's epoch and its mean loss, against the same epoch run here."""
+@checker("train_accumulating")
+def check_train_accumulating(t: Tester, answer: Any) -> None:
+    """The weights after the learner's epoch and its mean loss, against the same epoch run here; the
+    first case also checks that two accumulated batches make the step of one batch twice their size."""
     generator = torch.Generator().manual_seed(5)
-    sizes = [5, 5, 2]
-    for name, make_optimizer in [("SGD with momentum", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
-                                 ("Adam", lambda p: torch.optim.Adam(p, lr=0.01))]:
-        t.case(f"train_one_epoch on a small network in eval mode, {name}, batches of {sizes}")
-        model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    for name, sizes, steps, make_optimizer in [
+            ("SGD, 4 batches of 6, steps=2", [6, 6, 6, 6], 2, lambda p: torch.optim.SGD(p, lr=0.5)),
+            ("SGD with momentum, 7 batches, steps=3", [4, 4, 4, 4, 4, 4, 3], 3,
+             lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
+            ("Adam, 5 batches, steps=2", [5, 5, 5, 5, 2], 2, lambda p: torch.optim.Adam(p, lr=0.01))]:
+        equal = len(set(sizes)) == 1      # then without BatchNorm, to compare with one step on bigger batches
+        t.case(f"train_accumulating on a small network {'' if equal else 'with BatchNorm '}in eval mode, {name}")
+        norm = nn.Identity() if equal else nn.BatchNorm1d(8)
+        model = nn.Sequential(nn.Linear(4, 8), norm, nn.Tanh(), nn.Linear(8, 3)).eval()
         loader = [(torch.randn(n, 4, generator=generator), torch.randint(0, 3, (n,), generator=generator)) for n in sizes]
 
         def run(mistake: str) -> tuple:
             twin = copy.deepcopy(model)
-            losses = _epoch(twin, loader, make_optimizer(twin.parameters()), nn.CrossEntropyLoss(), mistake)
+            losses = _accumulate(twin, loader, make_optimizer(twin.parameters()), nn.CrossEntropyLoss(), steps, mistake)
             return _params(twin), losses
 
         learner = copy.deepcopy(model)
-        got = t.call(answer, learner, loader, make_optimizer(learner.parameters()), nn.CrossEntropyLoss())
+        got = t.call(answer, learner, loader, make_optimizer(learner.parameters()), nn.CrossEntropyLoss(), steps)
         weights, losses = run("")
-        t.close(_params(learner), weights, "per batch: optimizer.zero_grad(), loss = loss_fn(model(x), y), "
-                "loss.backward(), optimizer.step()", alternatives=[
-                    (lambda: run("no zero_grad")[0], "call optimizer.zero_grad() at every step: PyTorch adds "
-                                                     "gradients up until they are zeroed"),
-                    (lambda: run("no train")[0], "call model.train() first: the model came in eval mode, and "
-                                                 "BatchNorm must use the batch statistics while training"),
-                    (lambda: run("step first")[0], "order: zero_grad, forward, loss, backward, then step")],
-                shape_hint="train the model you were given, without changing its layers")
+        if equal:     # accumulating 2 batches of 6 is one step on the 12 images together
+            big = copy.deepcopy(model).train()
+            big_optimizer = torch.optim.SGD(big.parameters(), lr=0.5)
+            for i in (0, 2):
+                big_optimizer.zero_grad()
+                nn.CrossEntropyLoss()(big(torch.cat([loader[i][0], loader[i + 1][0]])),
+                                      torch.cat([loader[i][1], loader[i + 1][1]])).backward()
+                big_optimizer.step()
+            weights = _params(big)
+        t.close(_params(learner), weights, "backward loss / steps for every batch; optimizer.step() and "
+                "optimizer.zero_grad() after every steps-th batch and after the last", alternatives=[
+                    (lambda: run("no scaling")[0], "divide each batch's loss by steps before backward: summed "
+                                                   "gradients of steps batches are steps times too large"),
+                    (lambda: run("zero every batch")[0], "zero the gradients only after a step, not before every "
+                                                         "batch: the gradients of the batches must add up"),
+                    (lambda: run("no last step")[0], "take a step after the last batch too, even when fewer than "
+                                                     "steps batches are left"),
+                    (lambda: run("no train")[0], "call model.train() first: the model came in eval mode")],
+                shape_hint="train the model you were given, without changing its layers", atol=1e-5)
         mean = float(np.dot(losses, sizes) / sum(sizes))
-        t.close(t.array(got), mean, "return the mean loss over all images: sum of loss · batch size, "
-                "divided by the number of images", alternatives=[
-                    (losses[-1], "return the mean over the whole epoch, not the last batch's loss"),
+        t.close(t.array(got), mean, "return the mean loss over all images (each batch's loss before dividing by "
+                "steps, weighted by the batch size)", alternatives=[
+                    (mean / steps, "return the loss before dividing it by steps"),
                     (float(np.mean(losses)), "weight each batch's loss by its size: the last batch is smaller"),
-                    (float(np.dot(losses, sizes)), "divide by the number of images")], shape_hint="return one number")
+                    (losses[-1], "return the mean over the whole epoch, not the last batch's loss")],
+                shape_hint="return one number")
 
 
 ONE_CYCLE_LR = '''\
@@ -281,13 +312,14 @@ def check_eval_accuracy(t: Tester, answer: Any) -> None:
 
 
 EXERCISES = [
-    Exercise("batchnorm_forward", "BatchNorm's forward pass in training mode", "BatchNorm, by hand",
-             check_batchnorm_forward, BATCHNORM_FORWARD),
-    Exercise("train_one_epoch", "The training loop", "Three checks before a long run",
-             check_train_one_epoch, TRAIN_ONE_EPOCH),
-    Exercise("one_cycle_lr", "The one-cycle learning-rate schedule", "Four changes, one at a time",
+    Exercise("group_norm", "Normalise each image on its own (GroupNorm)", "BatchNorm, by hand",
+             check_group_norm, GROUP_NORM),
+    Exercise("train_accumulating", "Gradient accumulation", "The training loop, by hand",
+             check_train_accumulating, TRAIN_ACCUMULATING),
+    Exercise("eval_accuracy", "Accuracy in eval mode", "Training the article's way", check_eval_accuracy,
+             EVAL_ACCURACY),
+    Exercise("one_cycle_lr", "The one-cycle learning-rate schedule", "A better recipe for the same network",
              check_one_cycle_lr, ONE_CYCLE_LR),
-    Exercise("random_crop_flip", "Random crops and flips for a whole batch", "The better recipes, live",
+    Exercise("random_crop_flip", "Random crops and flips for a whole batch", "A better recipe for the same network",
              check_random_crop_flip, RANDOM_CROP_FLIP),
-    Exercise("eval_accuracy", "Accuracy in eval mode", "Side by side", check_eval_accuracy, EVAL_ACCURACY),
 ]

@@ -1,5 +1,6 @@
-"""Exercises of notebook 3 (ResNet on MNIST): top-k error, a block without a shortcut, when a shortcut needs a
-projection, the parameter-free shortcut (option A), and ResNet-34's parameter count by formula."""
+"""Exercises of notebook 3 (ResNet on MNIST): top-k error, a block without a shortcut, the projection
+shortcuts of a whole network and their parameters, the parameter-free shortcut (option A), and ResNet-34's
+parameter count by formula."""
 from __future__ import annotations
 
 import copy
@@ -7,10 +8,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from cnncourse.exercises.check import Exercise, Tester, checker, transfer
-from cnncourse.models.resnet import NoShortcutBlock, resnet34
+from cnncourse.models.resnet import BasicBlock, Bottleneck, NoShortcutBlock, make_stage, resnet34
 
 TOPK_ERROR = '''\
 import torch
@@ -92,25 +92,64 @@ def check_my_no_shortcut_block(t: Tester, answer: Any) -> None:
                     shape_hint="padding=1 keeps the size; only the first convolution has the stride", atol=1e-5)
 
 
-NEEDS_PROJECTION = '''\
-def needs_projection(in_channels, out_channels, stride):
-    """True when a residual block's shortcut cannot be the identity and needs a 1x1 conv + BN."""
+SHORTCUT_PARAMETERS = '''\
+def shortcut_parameters(in_channels, stages, expansion=1):
+    """The parameters of every block's shortcut, block by block: 0 for an identity shortcut, else those
+    of its 1x1 conv + BN projection. in_channels: the channels entering the first block; stages: a list
+    of (width, num_blocks, stride); a block outputs expansion * width channels; only the first block of
+    a stage carries the stride."""
     raise NotImplementedError
 '''
 
 
-@checker("needs_projection")
-def check_needs_projection(t: Tester, answer: Any) -> None:
-    """All combinations of equal or different channels and stride 1 or 2; a stride-2 block with
-    equal channels is where the article's rule breaks."""
-    for c_in, c_out, stride in [(16, 16, 1), (16, 32, 1), (16, 32, 2), (32, 32, 2), (64, 64, 2), (64, 64, 1), (32, 16, 1)]:
-        t.case(f"needs_projection({c_in}, {c_out}, {stride})")
-        x = torch.zeros(1, c_in, 8, 8)
-        branch = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)(x)   # what F(x) looks like
-        expected = branch.shape != x.shape
-        t.equal(t.call(answer, c_in, c_out, stride), expected, "the identity fits only when F(x) has x's shape",
-                alternatives=[(c_in != c_out, "a stride-2 block halves the height and width, so x no longer fits F(x) "
-                               "even with equal channels: the article's `in_channels != out_channels` misses that")])
+def _shortcuts(c_in: int, stages: list, expansion: int, article: bool = False, bn: int = 2, bias: int = 0,
+               stride_every: bool = False, out_expansion: bool = True, next_expansion: bool = True) -> list:
+    """Each block's shortcut parameters by a rule, right (the defaults) or with one plausible mistake."""
+    counts, channels = [], c_in
+    for width, blocks, stride in stages:
+        out = width * (expansion if out_expansion else 1)
+        for index in range(blocks):
+            s = stride if index == 0 or stride_every else 1
+            project = channels != out if article else (s != 1 or channels != out)
+            counts.append(channels * out + (bn + bias) * out if project else 0)
+            channels = out if next_expansion else width
+    return counts
+
+
+@checker("shortcut_parameters")
+def check_shortcut_parameters(t: Tester, answer: Any) -> None:
+    """Compared with the shortcuts make_stage builds (on the meta device): ResNet-20, a network that halves
+    the size at a constant width, a stem narrower than the first stage, a stage that widens without a
+    stride, and bottleneck stages in ResNet-50's layout (narrower, so that the message stays readable)."""
+    cases = [(16, [(16, 3, 1), (32, 3, 2), (64, 3, 2)], 1), (32, [(32, 2, 1), (32, 2, 2)], 1),
+             (8, [(16, 2, 1), (16, 1, 2)], 1), (16, [(16, 1, 1), (32, 2, 1)], 1),
+             (8, [(8, 3, 1), (16, 4, 2), (32, 2, 2)], 4)]
+    for c_in, stages, expansion in cases:
+        t.case(f"shortcut_parameters({c_in}, {stages}, expansion={expansion})")
+        expected, channels = [], c_in
+        with torch.device("meta"):
+            for width, blocks, stride in stages:
+                for block in make_stage(BasicBlock if expansion == 1 else Bottleneck, channels, width, blocks, stride):
+                    expected.append(0 if block.downsample is None else sum(p.numel() for p in block.downsample.parameters()))
+                channels = width * expansion
+        got = t.call(answer, c_in, [tuple(stage) for stage in stages], expansion)
+        if isinstance(got, tuple):
+            got = list(got)
+        def rule(**mistake: Any) -> list:
+            return _shortcuts(c_in, stages, expansion, **mistake)
+        t.equal(got, expected, "a projection where the stride is not 1 or the channels change: C·C' + 2C' "
+                "(1x1 conv without bias, BatchNorm's gamma and beta), else 0",
+                alternatives=[(rule(article=True), "a stride-2 block halves the size, so x no longer fits F(x) even "
+                               "with equal channels: project when the stride is not 1 OR the channels differ"),
+                              (rule(bn=0), "the projection is a 1x1 convolution AND a BatchNorm: C·C' + 2C'"),
+                              (rule(bias=1), "no bias in a convolution that a BatchNorm follows: C·C' + 2C'"),
+                              (rule(stride_every=True), "only the first block of a stage carries the stride; "
+                               "the blocks after it keep the shape"),
+                              (rule(out_expansion=False), "a block outputs expansion * width channels "
+                               "(4 * width for a bottleneck), and its shortcut must match them"),
+                              (rule(next_expansion=False), "a block outputs expansion * width channels: "
+                               "that is the next block's input"),
+                              (sum(expected), "return one number per block, in a list, not their total")])
 
 
 OPTION_A_SHORTCUT = '''\
@@ -186,8 +225,8 @@ def check_resnet34_params(t: Tester, answer: Any) -> None:
 EXERCISES = [
     Exercise("topk_error", "Top-k error", "ResNet in numbers", check_topk_error, TOPK_ERROR),
     Exercise("MyNoShortcutBlock", "A block without a shortcut", "The basic block", check_my_no_shortcut_block, MY_NO_SHORTCUT_BLOCK),
-    Exercise("needs_projection", "When the shortcut needs a projection", "The shortcut",
-             check_needs_projection, NEEDS_PROJECTION),
+    Exercise("shortcut_parameters", "Which shortcuts of a network need a projection", "The shortcut",
+             check_shortcut_parameters, SHORTCUT_PARAMETERS),
     Exercise("option_a_shortcut", "A shortcut without parameters (option A)", "The shortcut",
              check_option_a_shortcut, OPTION_A_SHORTCUT),
     Exercise("resnet34_params", "ResNet-34's parameters by formula", "The network we train: ResNet-20 for MNIST",

@@ -1,5 +1,5 @@
 """Exercises of notebook 4 (ResNet-50 on Fashion-MNIST): the Keras article's bottleneck block,
-Keras's parameter total, global average pooling, and Keras's "same" padding at stride 2."""
+Keras's parameter total, global average pooling, and the kernel positions that ever meet a pixel."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnncourse.exercises.check import Exercise, Tester, checker, forbid, transfer
-from cnncourse.models.article import ArticleBottleneck, keras_same_padding, resnet50_keras_article
+from cnncourse.models.article import ArticleBottleneck, resnet50_keras_article
 
 KERAS_BOTTLENECK = '''\
 from torch import nn
@@ -127,28 +127,41 @@ def check_global_avg_pool(t: Tester, answer: Any) -> None:
             shape_hint="the output is (N, C): average over the last two axes only", atol=1e-5)
 
 
-KERAS_SAME_PADDING = '''\
-def keras_same_padding(n, kernel, stride):
-    """Zeros that Keras/TensorFlow's padding="same" puts (before, after) an axis of length n."""
+LIVE_TAPS = '''\
+def live_taps(n, kernel, stride, padding):
+    """How many of a kernel's `kernel` positions along one axis multiply a real pixel (not padding)
+    for at least one output position, sliding over n pixels with this stride and padding."""
     raise NotImplementedError
 '''
 
 
-@checker("keras_same_padding")
-def check_keras_same_padding(t: Tester, answer: Any) -> None:
-    """TensorFlow's rule: ceil(n / s) outputs, the zeros they need split with the odd one after."""
-    for n, k, s in [(28, 7, 2), (224, 7, 2), (28, 3, 2), (28, 1, 2), (7, 3, 1), (5, 4, 1), (13, 3, 2), (6, 5, 3)]:
-        t.case(f"keras_same_padding({n}, {k}, {s})")
-        outputs = -(-n // s)
-        expected = keras_same_padding(n, k, s)
-        got = t.call(answer, n, k, s)
-        got = tuple(got) if isinstance(got, (list, tuple)) else got
-        t.equal(got, expected, "total = max((ceil(n / s) - 1)·s + k - n, 0) zeros: total // 2 before, the rest after",
-                alternatives=[(((k - 1) // 2, (k - 1) // 2), "Keras pads only what the ceil(n / s) outputs need: "
-                               "total = max((ceil(n / s) - 1)·s + k - n, 0), and at stride 2 that is often odd"),
-                              ((expected[1], expected[0]), "the odd zero goes at the end (bottom, right): "
-                               "before = total // 2"),
-                              (((outputs - 1) * s + k - n) // 2, "return two numbers: (before, after)")])
+def _live_taps(n: int, kernel: int, stride: int, padding: int, every: bool = False) -> int:
+    """Kernel positions j along one axis with input index i*stride + j - padding inside [0, n) for some
+    output i (for every output i when ``every``), i in range((n + 2*padding - kernel) // stride + 1)."""
+    outputs = range((n + 2 * padding - kernel) // stride + 1)
+    test = all if every else any
+    return sum(test(0 <= i * stride + j - padding < n for i in outputs) for j in range(kernel))
+
+
+@checker("live_taps")
+def check_live_taps(t: Tester, answer: Any) -> None:
+    """Against a direct enumeration of the windows; the cases include the paper's layer4.0.conv2 on a
+    2x2 map (stride 2: two of three taps per axis), 1x1 maps, the 28-pixel stem and a 5x5 window."""
+    for n, k, s, p in [(1, 3, 1, 1), (2, 3, 2, 1), (7, 3, 1, 1), (2, 3, 1, 1), (1, 7, 2, 3), (28, 7, 2, 3),
+                       (2, 5, 1, 2), (3, 3, 2, 1), (4, 1, 2, 0)]:
+        t.case(f"live_taps({n}, {k}, {s}, {p})")
+        expected = _live_taps(n, k, s, p)
+        t.equal(t.call(answer, n, k, s, p), expected,
+                "enumerate the outputs i = 0 .. (n + 2p - k) // s and count the positions j whose input "
+                "index i·s + j - p lies in 0 .. n-1 for at least one of them",
+                alternatives=[(_live_taps(n, k, 1, p), "the stride skips windows: output i starts at i·s - p, "
+                               "and there are only (n + 2p - k) // s + 1 outputs"),
+                              (expected ** 2, "count along one axis: the k x k kernel's live weights are "
+                               "this number squared"),
+                              (_live_taps(n, k, s, p, every=True), "a position is live if it meets a real pixel "
+                               "at ANY output, not at every one"),
+                              (min(k, n), "a short axis can still reach every tap (and a stride can skip "
+                               "some): check each output window")])
 
 
 EXERCISES = [
@@ -158,6 +171,6 @@ EXERCISES = [
              check_keras_param_total, KERAS_PARAM_TOTAL),
     Exercise("global_avg_pool", "Global average pooling", "The paper's ResNet-50 is a different network",
              check_global_avg_pool, GLOBAL_AVG_POOL),
-    Exercise("keras_same_padding", "Keras's \"same\" padding at stride 2", "Where the 28 pixels go",
-             check_keras_same_padding, KERAS_SAME_PADDING),
+    Exercise("live_taps", "Which weights ever meet a pixel?", "What a 3x3 convolution sees on a tiny map",
+             check_live_taps, LIVE_TAPS),
 ]

@@ -1,5 +1,5 @@
 """Exercises of notebook 5 (VGG16 on Galaxy10): a stratified split, receptive fields with strides,
-VGG configurations as data, the classifier's parameters, and dropout."""
+VGG configurations as data, the parameters of any VGG, and dropout of whole feature maps."""
 from __future__ import annotations
 
 from typing import Any, List, Tuple
@@ -142,25 +142,52 @@ def check_vgg_config(t: Tester, answer: Any) -> None:
             ([item.lower() if item == "M" else item for item in expected], "the max-pool is an uppercase 'M'")])
 
 
-VGG_CLASSIFIER_PARAMS = '''\
-def vgg_classifier_params(num_classes):
-    """Parameters of VGG16's classifier: dense 512·7·7 -> 4096, 4096 -> 4096, 4096 -> num_classes."""
+VGG_PARAMS = '''\
+def vgg_params(config, num_classes):
+    """Parameters of the VGG built from config (numbers: 3x3 convolutions with a bias and that many
+    filters, starting from 3 input channels; "M": a max-pool) followed by the classifier
+    last_width * 7 * 7 -> 4096 -> 4096 -> num_classes (dense layers with biases)."""
     raise NotImplementedError
 '''
 
 
-@checker("vgg_classifier_params")
-def check_vgg_classifier_params(t: Tester, answer: Any) -> None:
-    """Compared with cnncourse's vgg16().classifier, built on the meta device."""
-    for classes in (1000, 10, 2):
-        t.case(f"vgg_classifier_params({classes})")
+def _vgg_count(config: List[Any], num_classes: int, rule: str = "") -> int:
+    """The parameters of a VGG by formula, or by one of the plausible wrong rules."""
+    total, channels = 0, 3
+    for item in config:
+        if item == "M":
+            continue
+        c_in = item if rule == "square convs" else channels
+        total += 9 * c_in * item + (0 if rule == "no conv bias" else item)
+        channels = item
+    first = {"first dense from 512": 512, "first dense fixed": 512 * 7 * 7}.get(rule, channels * 7 * 7)
+    sizes = [first, 4096, 4096, num_classes]
+    classifier = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    return total if rule == "no classifier" else total + classifier
+
+
+@checker("vgg_params")
+def check_vgg_params(t: Tester, answer: Any) -> None:
+    """Compared with cnncourse's VGG built from the same configuration on the meta device."""
+    from cnncourse.models.vgg import VGG
+
+    cases = [("A (VGG11)", CONFIGS["A"], 1000), ("B (VGG13)", CONFIGS["B"], 10), ("E (VGG19)", CONFIGS["E"], 10),
+             ("D (VGG16)", CONFIGS["D"], 2), ("a small VGG", [32, "M", 64, 64, "M", 128, "M"], 10)]
+    for name, config, classes in cases:
+        t.case(f"vgg_params(<configuration {name}>, {classes})")
         with torch.device("meta"):
-            expected = sum(p.numel() for p in vgg16(num_classes=classes).classifier.parameters())
-        weights = 25088 * 4096 + 4096 * 4096 + 4096 * classes
-        t.equal(t.call(answer, classes), expected, "a dense layer from n to m has n·m + m parameters",
-                alternatives=[(weights, "each dense layer has one bias per output"),
-                              (expected - 25088 * 4096 + 512 * 4096, "the first dense layer sees the 512 x 7 x 7 = "
-                               "25,088 numbers the adaptive pool leaves, not 512")])
+            expected = sum(p.numel() for p in VGG(list(config), num_classes=classes).parameters())
+        t.equal(t.call(answer, list(config), classes), expected, "each 3x3 convolution has 9·C_in·C_out + C_out "
+                "parameters, with C_in the width of the convolution before it (3 for the first); then the three "
+                "dense layers, n·m + m each", alternatives=[
+                    (_vgg_count(config, classes, "no conv bias"), "each convolution has a bias: + C_out"),
+                    (_vgg_count(config, classes, "square convs"), "a convolution goes from the previous width (3 "
+                     "for the first) to its own: 9·C_in·C_out, not 9·C_out²"),
+                    (_vgg_count(config, classes, "first dense fixed"), "the first dense layer sees last_width x 7 x 7 "
+                     "numbers: the last convolution's width, which is not always 512"),
+                    (_vgg_count(config, classes, "first dense from 512"), "the first dense layer sees the "
+                     "last_width x 7 x 7 numbers the adaptive pool leaves, not last_width"),
+                    (_vgg_count(config, classes, "no classifier"), "add the classifier: three dense layers")])
 
 
 MY_DROPOUT = '''\
@@ -168,39 +195,51 @@ import torch
 
 
 def my_dropout(x, p, training):
-    """Inverted dropout without F.dropout: in training, zero each value with probability p and scale
-    the others by 1 / (1 - p); in evaluation, return x unchanged."""
+    """Channel dropout of a batch x (N, C, H, W) without F.dropout or F.dropout2d: in training, zero
+    each whole map x[n, c] with probability p (a new draw per image and channel) and divide the kept maps
+    by (1 - p); in evaluation, return x unchanged."""
     raise NotImplementedError
 '''
 
 
 @checker("my_dropout")
 def check_my_dropout(t: Tester, answer: Any) -> None:
-    """Evaluation is the identity; in training the share of zeros is p (within 2 points on 20,000
-    values), the kept values are x / (1 - p), and every call draws a new mask."""
-    x = torch.rand(200, 100, generator=torch.Generator().manual_seed(14)) + 0.5
-    hint = "in training zero each value with probability p and divide the rest by (1 - p)"
-    with forbid("dropout", "dropout_", hint="draw a mask with torch.rand(x.shape) >= p"):
-        t.case("my_dropout(<x 200 x 100>, 0.3, training=False)")
+    """Evaluation is the identity; in training every map is either all zero or all x / (1 - p), the
+    share of zeroed maps is p (within 4 points on 2,000 maps), the images of a batch draw their own
+    masks, and every call draws new ones."""
+    x = torch.rand(40, 50, 4, 5, generator=torch.Generator().manual_seed(14)) + 0.5
+    hint = "in training zero each whole map x[n, c] with probability p and divide the others by (1 - p)"
+    with forbid("dropout", "dropout_", "dropout2d", "feature_dropout", "feature_dropout_",
+                hint="draw one number per map: torch.rand(N, C, 1, 1) >= p broadcasts over H and W"):
+        t.case("my_dropout(<x 40 x 50 x 4 x 5>, 0.3, training=False)")
         t.close(t.call(answer, x.clone(), 0.3, False), x, "at evaluation time return x unchanged", alternatives=[
             (x * 0.7, "inverted dropout scales in training only: at evaluation time return x unchanged")],
             shape_hint="return a tensor of x's shape")
         masks = []
         for p in (0.3, 0.5, 0.5, 0.0):
-            t.case(f"my_dropout(<x 200 x 100>, {p}, training=True)")
+            t.case(f"my_dropout(<x 40 x 50 x 4 x 5>, {p}, training=True)")
             got = t.array(t.call(answer, x.clone(), p, True))
             if got.shape != tuple(x.shape):
                 t.fail(f"got shape {got.shape}, expected {tuple(x.shape)}", "return a tensor of x's shape")
-            kept, share = got != 0, float(np.mean(got == 0))
-            if abs(share - p) > 0.02:
-                t.fail(f"{share:.1%} of the values zeroed, expected {p:.0%}", "p is the probability of dropping a "
-                       "value: keep it with probability 1 - p" if abs(share - (1 - p)) <= 0.02 else hint)
+            zero = got == 0
+            partly = int(np.sum(zero.any(axis=(2, 3)) & ~zero.all(axis=(2, 3))))
+            if partly:
+                t.fail(f"{partly} maps are only partly zeroed", "drop whole maps: one random draw per image and "
+                       "channel, a mask of shape (N, C, 1, 1), not one per value")
+            kept = ~zero.all(axis=(2, 3))
+            if 0 < p and all(np.array_equal(kept[0], row) for row in kept[1:]):
+                t.fail("every image of the batch dropped the same channels", "each image draws its own mask: "
+                       "N x C draws, not C")
+            share = 1 - float(np.mean(kept))
+            if abs(share - p) > 0.04:
+                t.fail(f"{share:.1%} of the maps zeroed, expected {p:.0%}", "p is the probability of dropping a "
+                       "map: keep it with probability 1 - p" if abs(share - (1 - p)) <= 0.04 else hint)
             t.close(got[kept], x.numpy()[kept] / (1 - p), hint, alternatives=[
-                (x.numpy()[kept], "scale the kept values by 1 / (1 - p), so that the expected value stays x"),
-                (x.numpy()[kept] * (1 - p), "divide the kept values by (1 - p), don't multiply")])
+                (x.numpy()[kept], "scale the kept maps by 1 / (1 - p), so that the expected value stays x"),
+                (x.numpy()[kept] * (1 - p), "divide the kept maps by (1 - p), don't multiply")])
             masks.append(kept)
         if np.array_equal(masks[1], masks[2]):
-            t.fail("two calls dropped the same values", "draw a new random mask at every call")
+            t.fail("two calls dropped the same maps", "draw a new random mask at every call")
 
 
 EXERCISES = [
@@ -209,8 +248,8 @@ EXERCISES = [
     Exercise("receptive_field", "Receptive field of a stack of layers", "The VGG idea: small filters, stacked",
              check_receptive_field, RECEPTIVE_FIELD),
     Exercise("vgg_config", "VGG configurations as data", "Configuration D, as data", check_vgg_config, VGG_CONFIG),
-    Exercise("vgg_classifier_params", "Where VGG16's parameters live", "138 million parameters, and where they live",
-             check_vgg_classifier_params, VGG_CLASSIFIER_PARAMS),
-    Exercise("my_dropout", "Dropout, scaled", "138 million parameters, and where they live",
+    Exercise("vgg_params", "Parameters of any VGG", "138 million parameters, and where they live",
+             check_vgg_params, VGG_PARAMS),
+    Exercise("my_dropout", "Dropout of whole feature maps", "138 million parameters, and where they live",
              check_my_dropout, MY_DROPOUT),
 ]

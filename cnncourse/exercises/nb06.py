@@ -1,5 +1,5 @@
 """Exercises of notebook 6 (ResNet-50 on Galaxy10): a 1x1 convolution as a matrix product, the
-multiply-adds of a convolution, rotation-and-flip augmentation, and a confusion matrix."""
+multiply-adds of a bottleneck block, rotation-and-flip augmentation, and a confusion matrix."""
 from __future__ import annotations
 
 from typing import Any
@@ -42,29 +42,53 @@ def check_conv1x1_by_matmul(t: Tester, answer: Any) -> None:
             shape_hint="the output is (N, M, H, W): only the channels change", atol=1e-5)
 
 
-CONV_MACS = '''\
-def conv_macs(in_channels, out_channels, kernel, size, stride=1, padding=0):
-    """Multiply-accumulates of nn.Conv2d(in_channels, out_channels, kernel, stride, padding) on one
-    size x size image (the bias left out)."""
+BOTTLENECK_MACS = '''\
+def bottleneck_macs(in_channels, width, size, stride):
+    """Multiply-accumulates of one bottleneck block of the article's ResNet-50 on an in_channels x size x size
+    input: 1x1 (in_channels -> width), 3x3 with the stride and padding 1 (width -> width), 1x1 (width -> 4 width),
+    and, when the stride is not 1 or in_channels != 4 width, a 1x1 convolution with the stride on the
+    shortcut (in_channels -> 4 width). Biases, BatchNorm, ReLU and the addition are left out."""
     raise NotImplementedError
 '''
 
 
-@checker("conv_macs")
-def check_conv_macs(t: Tester, answer: Any) -> None:
-    """Output elements (from a real forward pass on the meta device) times C_in · k²."""
-    for c_in, c_out, k, size, stride, padding in [(3, 64, 7, 224, 2, 3), (64, 64, 3, 56, 1, 1), (256, 512, 1, 56, 2, 0),
-                                                  (3, 6, 5, 32, 1, 0), (512, 512, 3, 7, 1, 1)]:
-        t.case(f"conv_macs({c_in}, {c_out}, {k}, {size}, stride={stride}, padding={padding})")
+def _bottleneck(c_in: int, w: int, size: int, s: int, rule: str = "") -> int:
+    """A bottleneck's MACs by formula, or by one of the plausible wrong rules."""
+    out = (size + 2 - 3) // s + 1
+    conv1 = (out if rule == "stride on the first 1x1" else size) ** 2 * c_in * w
+    at = size if rule == "input size" else out
+    conv2, conv3 = at * at * 9 * w * w, at * at * 4 * w * w
+    projection = (s != 1 if rule == "stride only" else s != 1 or c_in != 4 * w) and rule != "no shortcut"
+    shortcut = at * at * c_in * 4 * w if projection else 0
+    total = conv1 + conv2 + conv3 + shortcut
+    return 2 * total if rule == "FLOPs" else total
+
+
+@checker("bottleneck_macs")
+def check_bottleneck_macs(t: Tester, answer: Any) -> None:
+    """Compared with cnncourse.count_macs of the article's own block (ArticleBottleneck) on the meta device."""
+    from cnncourse.models.article import ArticleBottleneck
+    from cnncourse.shapes import count_macs
+
+    cases = [("layer2.0", 256, 128, 56, 2), ("layer1.0", 64, 64, 56, 1), ("layer1.1", 256, 64, 56, 1),
+             ("layer3.0", 512, 256, 28, 2), ("layer4.0", 1024, 512, 14, 2), ("layer4.2", 2048, 512, 7, 1),
+             ("an odd size", 256, 128, 15, 2)]
+    for title, c_in, w, size, s in cases:
+        t.case(f"bottleneck_macs({c_in}, {w}, {size}, stride={s}), {title}")
         with torch.device("meta"):
-            out = nn.Conv2d(c_in, c_out, k, stride, padding)(torch.zeros(1, c_in, size, size))
-        expected = out.numel() * c_in * k * k
-        t.equal(t.call(answer, c_in, c_out, k, size, stride=stride, padding=padding), expected,
-                "MACs = H'·W'·C_out·C_in·k², with H' = W' from the output-size formula", alternatives=[
-                    (size * size * c_out * c_in * k * k, "count per OUTPUT position: H' = floor((n + 2p - k) / s) + 1, "
-                     "which the stride shrinks"),
-                    (2 * expected, "one multiply-accumulate is one MAC; 2 · MACs would be FLOPs"),
-                    (out.numel() * k * k, "each output value sums C_in · k · k products, over all input channels")])
+            expected = count_macs(ArticleBottleneck(c_in, w, 4 * w, stride=s), (c_in, size, size))
+        t.equal(t.call(answer, c_in, w, size, s), expected, "sum H'·W'·C_out·C_in·k² over the block's "
+                "convolutions, each at the size of ITS output", alternatives=[
+                    (_bottleneck(c_in, w, size, s, "input size"), "the 3x3 carries the stride: it, the last 1x1 and "
+                     "the shortcut produce maps of floor((n + 2 - 3) / s) + 1, not n"),
+                    (_bottleneck(c_in, w, size, s, "stride on the first 1x1"), "the stride sits on the 3x3: the "
+                     "first 1x1 still runs on the whole size x size input"),
+                    (_bottleneck(c_in, w, size, s, "stride only"), "the shortcut needs its 1x1 convolution also when "
+                     "only the channels change (in_channels != 4 width), as in the first block of layer1"),
+                    (_bottleneck(c_in, w, size, s, "no shortcut"), "a block whose stride or width changes has a 1x1 "
+                     "convolution on its shortcut: count it"),
+                    (_bottleneck(c_in, w, size, s, "FLOPs"), "one multiply-accumulate is one MAC; 2 · MACs would be "
+                     "FLOPs")])
 
 
 ROTATE_FLIP = '''\
@@ -139,9 +163,10 @@ def check_confusion_matrix(t: Tester, answer: Any) -> None:
 EXERCISES = [
     Exercise("conv1x1_by_matmul", "A 1x1 convolution is a dense layer per pixel", "One bottleneck block, by formula",
              check_conv1x1_by_matmul, CONV1X1_BY_MATMUL),
-    Exercise("conv_macs", "Multiply-adds of a convolution", "What each network costs", check_conv_macs, CONV_MACS),
+    Exercise("bottleneck_macs", "Multiply-adds of a bottleneck block", "What each network costs",
+             check_bottleneck_macs, BOTTLENECK_MACS),
     Exercise("rotate_flip", "Rotations and flips for a whole batch",
-             "VGG16 against ResNet-50, with and without augmentation", check_rotate_flip, ROTATE_FLIP),
-    Exercise("confusion_matrix", "The confusion matrix", "VGG16 against ResNet-50, with and without augmentation",
+             "The article's comparison, as a recipe for a GPU", check_rotate_flip, ROTATE_FLIP),
+    Exercise("confusion_matrix", "The confusion matrix", "The article's comparison, as a recipe for a GPU",
              check_confusion_matrix, CONFUSION_MATRIX),
 ]

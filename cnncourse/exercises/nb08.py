@@ -1,218 +1,233 @@
-"""Exercises of notebook 8 (a Vision Transformer against ResNet): images cut into patches, the class
-token and the position embedding, scaled dot-product attention, a Transformer block's parameters by
-formula, and attention rollout."""
+"""Exercises of notebook 8 (a Vision Transformer): patches with a stride (overlapping, of non-square
+images), position embeddings resized for a larger image, attention with a mask (causal among others),
+and the parameters of a block with a gated MLP and an optional qkv bias. Each varies or transfers what
+the lesson shows, so no answer is a cell above it."""
 from __future__ import annotations
 
 import math
-from typing import Any, List
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from cnncourse.exercises.check import Exercise, Tester, checker, fmt, forbid
-from cnncourse.models.vit import TransformerBlock
 
-PATCHIFY = '''\
+STRIDED_PATCHES = '''\
 import torch
 
 
-def patchify(images, patch_size):
-    """Cut images (N, C, H, W) into non-overlapping patch_size x patch_size patches, in row-major
-    order (left to right along the top row of patches first), each flattened in (C, P, P) order -
-    the order of a convolution's weight. Returns (N, number of patches, C * P * P)."""
+def strided_patches(images, patch_size, stride):
+    """Cut images (N, C, H, W) into patch_size x patch_size patches whose top-left corners are
+    `stride` pixels apart (they overlap when stride < patch_size; H and W need not be equal, and
+    pixels left over at the right or bottom edge are dropped). Patches in row-major order (along
+    the top row of patches first), each flattened in (C, P, P) order - the order of a convolution's
+    weight. Returns (N, number of patches, C * P * P). F.unfold is off limits."""
     raise NotImplementedError
 '''
 
 
-def _patches(images: torch.Tensor, p: int) -> torch.Tensor:
-    """(N, C, H/p, W/p, p, p): patch (i, j) of every image, channels first."""
-    return images.unfold(2, p, p).unfold(3, p, p)
+def _strided(images: torch.Tensor, p: int, s: int) -> torch.Tensor:
+    """(N, C, rows, columns, p, p): the patch at (row, column) of every image, channels first."""
+    return images.unfold(2, p, s).unfold(3, p, s)
 
 
-@checker("patchify")
-def check_patchify(t: Tester, answer: Any) -> None:
-    """Compared with F.unfold(images, p, stride=p), whose columns are the flattened patches."""
+@checker("strided_patches")
+def check_strided_patches(t: Tester, answer: Any) -> None:
+    """Compared with F.unfold(images, p, stride=s), whose columns are the flattened patches."""
     generator = torch.Generator().manual_seed(80)
-    for shape, p in [((2, 3, 8, 8), 4), ((1, 1, 6, 6), 2), ((3, 2, 12, 8), 4)]:
+    for shape, p, s in [((2, 3, 8, 8), 4, 4), ((1, 2, 6, 10), 2, 2), ((2, 3, 9, 7), 3, 2), ((1, 1, 10, 10), 4, 3)]:
         n, c, h, w = shape
-        t.case(f"patchify(<images {shape}>, {p})")
+        rows, columns = (h - p) // s + 1, (w - p) // s + 1
+        t.case(f"strided_patches(<images {shape}>, patch_size={p}, stride={s})")
         images = torch.randn(shape, generator=generator)
-        expected = F.unfold(images, p, stride=p).transpose(1, 2)
-        patches = _patches(images, p)
-        got = t.call(answer, images.clone(), p)
-        t.close(got, expected, "patch (i, j) is images[:, :, i*P:(i+1)*P, j*P:(j+1)*P], flattened; patches in "
+        expected = F.unfold(images, p, stride=s).transpose(1, 2)
+        grid = _strided(images, p, s)
+        with forbid("unfold", hint="Tensor.unfold(dimension, size, step) cuts windows along one axis; or "
+                                   "slice images[:, :, i*S:i*S+P, j*S:j*S+P] in two loops"):
+            got = t.call(answer, images.clone(), p, s)
+        t.close(got, expected, "patch (i, j) is images[:, :, i*S:i*S+P, j*S:j*S+P] flattened, for i, j in "
                 "row-major order", alternatives=[
-                    (patches.permute(0, 2, 3, 4, 5, 1).reshape(n, -1, c * p * p), "flatten each patch channels "
-                     "first, in (C, P, P) order (the order of a conv weight), not (P, P, C)"),
-                    (patches.permute(0, 3, 2, 1, 4, 5).reshape(n, -1, c * p * p), "patches in row-major order: "
-                     "along the top row of patches first (j fastest), not down the first column"),
-                    (images.reshape(n, -1, c * p * p), "a plain reshape mixes pixels of different patches and "
-                     "channels: cut the patches out first (view to (N, C, H/P, P, W/P, P) and permute, or unfold)")],
-                shape_hint=f"return (N, (H/P)·(W/P), C·P·P): here ({n}, {(h // p) * (w // p)}, {c * p * p})")
+                    (grid.permute(0, 2, 3, 4, 5, 1).reshape(n, -1, c * p * p), "flatten each patch channels first, "
+                     "in (C, P, P) order (the order of a conv weight), not (P, P, C)"),
+                    (grid.permute(0, 3, 2, 1, 4, 5).reshape(n, -1, c * p * p), "patches in row-major order: along "
+                     "the top row of patches first (the column index changes fastest), not down the first column")],
+                shape_hint=f"with stride S there are (H - P) // S + 1 rows and (W - P) // S + 1 columns of patches: "
+                           f"here ({n}, {rows} * {columns} = {rows * columns}, {c * p * p})")
 
 
-EMBED_TOKENS = '''\
+RESIZE_POS_EMBED = '''\
 import torch
+import torch.nn.functional as F
 
 
-def embed_tokens(patch_tokens, cls_token, pos_embed):
-    """The Transformer's input: the class token cls_token (1, 1, D), repeated for every image, put in
-    front of the patch tokens patch_tokens (N, T, D), then the position embedding pos_embed
-    (1, T + 1, D) added. Returns (N, T + 1, D)."""
+def resize_pos_embed(pos_embed, new_grid):
+    """A position embedding (1, 1 + g * g, D) learned for a g x g grid of patches (row 0: the class
+    token; row 1 + i * g + j: the patch in grid row i, column j) resized for a grid of
+    new_grid = (rows, columns) patches: the class token's row kept as it is, the patches' rows laid
+    out on their g x g grid and resized by bilinear interpolation (F.interpolate, mode="bilinear",
+    align_corners=False), then put back in row-major order. Returns (1, 1 + rows * columns, D)."""
     raise NotImplementedError
 '''
 
 
-@checker("embed_tokens")
-def check_embed_tokens(t: Tester, answer: Any) -> None:
-    """Compared with cat([class token, patch tokens]) + position embedding, as the course's ViT does."""
+def _resized(pos_embed: torch.Tensor, rows: int, columns: int, transpose: bool = False,
+             channels_last_view: bool = False, mode: str = "bilinear") -> torch.Tensor:
+    d = pos_embed.shape[-1]
+    g = math.isqrt(pos_embed.shape[1] - 1)
+    patches = pos_embed[:, 1:]
+    grid = patches.reshape(1, d, g, g) if channels_last_view else patches.reshape(1, g, g, d).permute(0, 3, 1, 2)
+    if transpose:
+        grid = grid.transpose(2, 3)
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    grid = F.interpolate(grid, size=(rows, columns), mode=mode, **kwargs)
+    if transpose:
+        grid = grid.transpose(2, 3)
+    return torch.cat([pos_embed[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, d)], dim=1)
+
+
+@checker("resize_pos_embed")
+def check_resize_pos_embed(t: Tester, answer: Any) -> None:
+    """Compared with the patch rows viewed as (1, g, g, D), moved to (1, D, g, g), F.interpolate'd."""
     generator = torch.Generator().manual_seed(81)
-    for n, tokens, dim in [(2, 4, 3), (3, 9, 5), (1, 16, 2)]:
-        t.case(f"embed_tokens(<patch_tokens ({n}, {tokens}, {dim})>, <cls_token (1, 1, {dim})>, "
-               f"<pos_embed (1, {tokens + 1}, {dim})>)")
-        patch_tokens = torch.randn(n, tokens, dim, generator=generator)
-        cls_token = torch.randn(1, 1, dim, generator=generator)
-        pos_embed = torch.randn(1, tokens + 1, dim, generator=generator)
-        cls = cls_token.expand(n, -1, -1)
-        got = t.call(answer, patch_tokens.clone(), cls_token.clone(), pos_embed.clone())
-        t.close(got, torch.cat([cls, patch_tokens], 1) + pos_embed, "torch.cat([class token for every image, "
-                "patch tokens], dim=1) + pos_embed", alternatives=[
-                    (torch.cat([patch_tokens, cls], 1) + pos_embed, "the class token goes first: it is token 0, "
-                     "the one the classifier reads"),
-                    (torch.cat([cls, patch_tokens + pos_embed[:, 1:]], 1), "the class token gets a position "
-                     "embedding too: row 0 of pos_embed"),
-                    (torch.cat([cls + pos_embed[:, -1:], patch_tokens + pos_embed[:, :-1]], 1), "row 0 of pos_embed "
-                     "is the class token's; the patches take rows 1 to T"),
-                    (torch.cat([cls, patch_tokens], 1), "add the position embedding: without it attention cannot "
-                     "tell where a patch was")],
-                shape_hint=f"return (N, T + 1, D): here ({n}, {tokens + 1}, {dim}); expand the class token to "
-                           "every image before torch.cat")
+    for g, dim, (rows, columns) in [(4, 3, (8, 8)), (3, 5, (6, 4)), (8, 2, (4, 4)), (2, 4, (2, 2))]:
+        t.case(f"resize_pos_embed(<pos_embed (1, {1 + g * g}, {dim})>, new_grid=({rows}, {columns}))")
+        pos_embed = torch.randn(1, 1 + g * g, dim, generator=generator)
+        expected = _resized(pos_embed, rows, columns)
+        whole = F.interpolate(pos_embed.transpose(1, 2)[:, :, None], size=(1, 1 + rows * columns), mode="bilinear",
+                              align_corners=False)[:, :, 0].transpose(1, 2)
+        got = t.call(answer, pos_embed.clone(), (rows, columns))
+        t.close(got, expected, "keep row 0; view rows 1: as (1, g, g, D), permute to (1, D, g, g), F.interpolate to "
+                "(rows, columns), permute back and flatten", alternatives=[
+                    (lambda: _resized(pos_embed, rows, columns, channels_last_view=True), "the rows are tokens of "
+                     "width D: view them as (1, g, g, D) and permute to (1, D, g, g); reshaping straight to "
+                     "(1, D, g, g) mixes the widths of different patches"),
+                    (lambda: _resized(pos_embed, rows, columns, transpose=True), "row 1 + i*g + j is grid row i, column "
+                     "j (row-major): the first g patch rows are the top row of the grid"),
+                    (lambda: _resized(pos_embed, rows, columns, mode="nearest"), "interpolate bilinearly "
+                     "(mode=\"bilinear\", align_corners=False), not by the nearest row"),
+                    (whole, "the patches' rows are a 2D grid: interpolate on the grid, and keep the class "
+                     "token's row out of it"),
+                    (lambda: torch.cat([_resized(pos_embed, rows, columns)[:, 1:], pos_embed[:, :1]], 1),
+                     "the class token's row stays first, row 0")],
+                shape_hint=f"return (1, 1 + rows * columns, D): here (1, {1 + rows * columns}, {dim}); keep the class "
+                           "token's row")
 
 
-ATTENTION = '''\
+MASKED_ATTENTION = '''\
 import math
 
 import torch
 
 
-def attention(q, k, v):
-    """Scaled dot-product attention, from the formula: queries q (..., Tq, d), keys k (..., Tk, d),
-    values v (..., Tk, dv). Returns (output, weights): weights = softmax(q k^T / sqrt(d)) over the
-    keys, shape (..., Tq, Tk), and output = weights v, shape (..., Tq, dv)."""
+def masked_attention(q, k, v, mask):
+    """Scaled dot-product attention with a mask: queries q (..., Tq, d), keys k (..., Tk, d), values
+    v (..., Tk, dv), and a boolean mask that broadcasts to (..., Tq, Tk), True where query i may
+    attend to key j (every query may attend to at least one key). A masked key gets weight exactly 0
+    and each row of weights still sums to 1. Returns (output (..., Tq, dv), weights (..., Tq, Tk)).
+    F.scaled_dot_product_attention is off limits."""
     raise NotImplementedError
 '''
 
 
-@checker("attention")
-def check_attention(t: Tester, answer: Any) -> None:
-    """Compared with the formula and with F.scaled_dot_product_attention, which it may not call."""
+@checker("masked_attention")
+def check_masked_attention(t: Tester, answer: Any) -> None:
+    """Compared with F.scaled_dot_product_attention(q, k, v, attn_mask=mask), which it may not call."""
     generator = torch.Generator().manual_seed(82)
-    for q_shape, k_tokens, dv in [((2, 5, 4), 5, 4), ((2, 3, 4, 8), 6, 3), ((1, 7, 16), 7, 16)]:
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    random_mask = torch.rand(4, 6, generator=generator) < 0.5
+    random_mask[:, 0] = True
+    padding = torch.tensor([[True, True, True, True, False, False]])
+    for what, q_shape, k_tokens, dv, mask in [
+            ("a causal mask (5, 5)", (2, 5, 4), 5, 4, causal),
+            ("a random mask (4, 6)", (2, 3, 4, 8), 6, 3, random_mask),
+            ("a padding mask (1, 6): the last 2 keys hidden", (3, 4, 8), 6, 8, padding),
+            ("a mask of all True (5, 5)", (1, 5, 16), 5, 16, torch.ones(5, 5, dtype=torch.bool))]:
         *batch, tq, d = q_shape
-        t.case(f"attention(<q {tuple(q_shape)}>, <k {(*batch, k_tokens, d)}>, <v {(*batch, k_tokens, dv)}>)")
+        t.case(f"masked_attention(<q {tuple(q_shape)}>, <k {(*batch, k_tokens, d)}>, <v {(*batch, k_tokens, dv)}>, "
+               f"<{what}>)")
         q = torch.randn(q_shape, generator=generator) * 2
         k = torch.randn(*batch, k_tokens, d, generator=generator) * 2
         v = torch.randn(*batch, k_tokens, dv, generator=generator)
-        scores = q @ k.transpose(-2, -1)
-        weights = (scores / math.sqrt(d)).softmax(-1)
-        with forbid("scaled_dot_product_attention", hint="multiply the queries by the keys, scale, softmax, "
-                                                         "multiply by the values"):
-            got = t.call(answer, q.clone(), k.clone(), v.clone())
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d)
+        weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+        with forbid("scaled_dot_product_attention", hint="scores q k^T / sqrt(d), masked_fill the hidden ones with "
+                                                         "-inf, softmax, multiply by the values"):
+            got = t.call(answer, q.clone(), k.clone(), v.clone(), mask.clone())
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             t.fail(f"got {fmt(got)}, not two things", "return (output, weights)")
-        alternatives = [
-            (scores.softmax(-1), "divide the scores q k^T by sqrt(d) before the softmax"),
-            ((scores / d).softmax(-1), "divide by the square ROOT of d, the size of a query"),
-            ((scores / math.sqrt(d)).softmax(-2), "softmax over the keys, the last axis: each row of weights "
-                                                  "sums to 1"),
-            ((scores / math.sqrt(dv)).softmax(-1), "d is the size of the queries and keys, not of the values")]
-        t.close(got[1], weights, "weights = softmax(q @ k.transpose(-2, -1) / sqrt(d), dim=-1)",
-                alternatives=alternatives, shape_hint="the weights have one row per query and one column per key: "
-                                                      "(..., Tq, Tk)")
-        t.close(got[0], F.scaled_dot_product_attention(q, k, v), "output = weights @ v",
+        got_weights = t.array(got[1])
+        if got_weights.shape == tuple(weights.shape) and not torch.isfinite(torch.as_tensor(got_weights)).all():
+            t.fail("some weights are NaN or infinite", "True in the mask means the query MAY attend to the key: hide "
+                   "the scores where the mask is False (masked_fill(~mask, float('-inf'))); hiding where it is True "
+                   "can leave a row with no key at all")
+        t.close(got_weights, weights, "weights = softmax(scores.masked_fill(~mask, float('-inf')), dim=-1), scores = "
+                "q k^T / sqrt(d)", alternatives=[
+                    (scores.softmax(-1) * mask, "hide the keys BEFORE the softmax (scores set to -inf), so that the "
+                                                "remaining weights still sum to 1"),
+                    (scores.masked_fill(~mask, 0.0).softmax(-1), "a score of 0 still gets the weight e^0 in the "
+                                                                 "softmax: fill the hidden scores with float('-inf')"),
+                    ((scores + mask).softmax(-1), "a boolean mask is not added to the scores: use it to choose which "
+                                                  "scores become -inf"),
+                    ((scores * math.sqrt(d)).masked_fill(~mask, float("-inf")).softmax(-1),
+                     "divide the scores q k^T by sqrt(d) before the softmax")],
+                shape_hint="the weights have one row per query and one column per key: (..., Tq, Tk)")
+        t.close(got[0], F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "output = weights @ v",
                 shape_hint="the output has one row per query, of the values' width: (..., Tq, dv)")
 
 
-BLOCK_PARAMS = '''\
-def block_params(dim, num_heads, mlp_dim):
-    """The number of parameters of one pre-norm Transformer block of width dim: LayerNorm,
-    multi-head self-attention (a qkv projection dim -> 3 * dim and an output projection
-    dim -> dim, with biases), LayerNorm, and an MLP dim -> mlp_dim -> dim (with biases)."""
+GATED_BLOCK_PARAMS = '''\
+def gated_block_params(dim, mlp_dim, qkv_bias):
+    """The number of parameters of a pre-norm Transformer block of width dim with two changes found in
+    later models: the qkv projection (dim -> 3 * dim) has a bias only if qkv_bias is True (the
+    output projection dim -> dim always has one), and the MLP is gated (SwiGLU): two layers
+    dim -> mlp_dim whose outputs are multiplied element by element, then mlp_dim -> dim, all three
+    with biases. Two LayerNorms of width dim, as in the lesson's block."""
     raise NotImplementedError
 '''
 
 
-@checker("block_params")
-def check_block_params(t: Tester, answer: Any) -> None:
-    """Compared with the parameters of the course's TransformerBlock, built on the meta device."""
-    for dim, heads, mlp in [(128, 4, 512), (768, 12, 3072), (10, 2, 7)]:
-        t.case(f"block_params({dim}, {heads}, {mlp})")
+class _GatedBlock(nn.Module):
+    """A pre-norm block with an optional qkv bias and a SwiGLU MLP, built to count its parameters."""
+
+    def __init__(self, dim: int, mlp_dim: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim, bias=qkv_bias), nn.Linear(dim, dim)
+        self.gate, self.up, self.down = nn.Linear(dim, mlp_dim), nn.Linear(dim, mlp_dim), nn.Linear(mlp_dim, dim)
+
+
+@checker("gated_block_params")
+def check_gated_block_params(t: Tester, answer: Any) -> None:
+    """Compared with the parameters of such a block built from nn.Linear and nn.LayerNorm on the meta device."""
+    for dim, mlp, qkv_bias in [(128, 512, True), (192, 512, False), (10, 7, False), (768, 2048, True)]:
+        t.case(f"gated_block_params({dim}, {mlp}, qkv_bias={qkv_bias})")
         with torch.device("meta"):
-            expected = sum(p.numel() for p in TransformerBlock(dim, heads, mlp).parameters())
-        attention, mlp_params, norms = 4 * dim * dim + 4 * dim, 2 * dim * mlp + mlp + dim, 4 * dim
-        got = t.call(answer, dim, heads, mlp)
-        t.equal(got, expected, "two LayerNorms (2·D each), qkv (3·D·D + 3·D), output projection (D·D + D), "
-                "MLP (D·M + M + M·D + D)", alternatives=[
-                    (attention + mlp_params, "count the two LayerNorms: a weight and a bias of D each"),
-                    (4 * dim * dim + 2 * dim * mlp + norms, "every Linear layer has a bias"),
-                    (dim * dim + dim + dim * dim + dim + mlp_params + norms, "queries, keys and values each have "
-                     "their own D x D matrix and bias: the qkv projection is D -> 3·D"),
-                    (heads * (4 * dim * dim + 4 * dim) + mlp_params + norms, "the heads split D into parts; they do "
-                     "not multiply the weights: the number of heads does not change the count"),
-                    (12 * dim * dim + 13 * dim, "use mlp_dim: the MLP is not always 4·D wide")])
-
-
-ATTENTION_ROLLOUT = '''\
-import torch
-
-
-def attention_rollout(attentions):
-    """Attention rollout (Abnar and Zuidema, 2020) of a list of attention weights, one tensor
-    (N, heads, T, T) per block, first block first: each block's weights averaged over the heads,
-    the identity added for the residual connection and every row divided by its sum (A + I) / 2,
-    then these matrices multiplied, the last block's on the left. Returns (N, T, T)."""
-    raise NotImplementedError
-'''
-
-
-def _rollout(attentions: List[torch.Tensor], reduce: str = "mean", identity: bool = True,
-             reverse: bool = False) -> torch.Tensor:
-    result = None
-    for a in (reversed(attentions) if reverse else attentions):
-        a = a.mean(1) if reduce == "mean" else a.amax(1)
-        if identity:
-            a = a + torch.eye(a.shape[-1])
-            a = a / a.sum(-1, keepdim=True)
-        result = a if result is None else a @ result
-    return result
-
-
-@checker("attention_rollout")
-def check_attention_rollout(t: Tester, answer: Any) -> None:
-    """Compared with the product of (mean over heads + I) / 2, later blocks on the left."""
-    generator = torch.Generator().manual_seed(83)
-    for n, blocks, heads, tokens in [(2, 3, 2, 5), (1, 4, 3, 4), (3, 2, 4, 6)]:
-        t.case(f"attention_rollout(<{blocks} tensors ({n}, {heads}, {tokens}, {tokens})>)")
-        attentions = [(torch.randn(n, heads, tokens, tokens, generator=generator) * 2).softmax(-1)
-                      for _ in range(blocks)]
-        got = t.call(answer, [a.clone() for a in attentions])
-        t.close(got, _rollout(attentions), "R = Â_L @ ... @ Â_2 @ Â_1 with Â = (mean over the heads + I) / 2",
-                alternatives=[
-                    (lambda: _rollout(attentions, reverse=True), "the last block's matrix goes on the LEFT: "
-                     "R = Â_L @ ... @ Â_1, as the tokens flow from block 1 to block L"),
-                    (lambda: _rollout(attentions, identity=False), "add the identity for the residual connection, "
-                     "then divide each row by its sum: (A + I) / 2"),
-                    (lambda: _rollout(attentions, reduce="max"), "average over the heads (dim 1), not the maximum")],
-                shape_hint="one T x T matrix per image: (N, T, T); average the heads (dim 1) away")
+            expected = sum(p.numel() for p in _GatedBlock(dim, mlp, qkv_bias).parameters())
+        norms, qkv_b = 4 * dim, 3 * dim if qkv_bias else 0
+        attention = 3 * dim * dim + qkv_b + dim * dim + dim
+        gated = 2 * (dim * mlp + mlp) + mlp * dim + dim
+        got = t.call(answer, dim, mlp, qkv_bias)
+        t.equal(got, expected, "two LayerNorms (2·D each); qkv 3·D·D (+ 3·D if qkv_bias); output projection D·D + D; "
+                "two gate layers D·M + M each; the last layer M·D + D", alternatives=[
+                    (norms + attention + dim * mlp + mlp + mlp * dim + dim, "a gated MLP has TWO layers D -> M (their "
+                     "outputs are multiplied), then one M -> D"),
+                    (norms + attention - qkv_b + 3 * dim + gated, "with qkv_bias=False the qkv projection has no "
+                     "bias: 3·D fewer parameters"),
+                    (norms + 3 * dim * dim + qkv_b + dim * dim + (dim if qkv_bias else 0) + gated,
+                     "qkv_bias concerns the qkv projection only: the output projection keeps its bias of D"),
+                    (attention + gated, "count the two LayerNorms: a weight and a bias of D each"),
+                    (norms + attention + 2 * dim * mlp + mlp * dim,
+                     "every layer of the MLP has a bias: M for each gate layer, D for the last")])
 
 
 EXERCISES = [
-    Exercise("patchify", "Images cut into patches", "Patches and their embedding", check_patchify, PATCHIFY),
-    Exercise("embed_tokens", "The class token and the position embedding",
-             "The class token and the position embedding", check_embed_tokens, EMBED_TOKENS),
-    Exercise("attention", "Scaled dot-product attention", "Self-attention by formula", check_attention, ATTENTION),
-    Exercise("block_params", "A Transformer block's parameters by formula", "A Transformer block",
-             check_block_params, BLOCK_PARAMS),
-    Exercise("attention_rollout", "Attention rollout", "What the ViT looks at, beside Grad-CAM",
-             check_attention_rollout, ATTENTION_ROLLOUT),
+    Exercise("strided_patches", "Patches with a stride", "Patches and their embedding", check_strided_patches,
+             STRIDED_PATCHES),
+    Exercise("resize_pos_embed", "Position embeddings for a larger image",
+             "The class token and the position embedding", check_resize_pos_embed, RESIZE_POS_EMBED),
+    Exercise("masked_attention", "Attention with a mask", "Self-attention by formula", check_masked_attention,
+             MASKED_ATTENTION),
+    Exercise("gated_block_params", "The parameters of a gated block", "A Transformer block",
+             check_gated_block_params, GATED_BLOCK_PARAMS),
 ]

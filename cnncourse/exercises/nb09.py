@@ -1,5 +1,5 @@
-"""Exercises of notebook 9 (speedrun: how fast can a CNN train): batches taken straight from a tensor,
-the patch-whitening matrix, derandomised flips, and test-time augmentation."""
+"""Exercises of notebook 9 (speedrun: how fast can a CNN train): the patch-whitening matrix, translations
+with a reflected border, derandomised flips, and six-view test-time augmentation."""
 from __future__ import annotations
 
 import math
@@ -7,107 +7,66 @@ from typing import Any, List
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from cnncourse.exercises.check import Exercise, Mismatch, Tester, checker, fmt
+from cnncourse.exercises.check import Exercise, Mismatch, Tester, checker
 
-TENSOR_BATCHES = '''\
+SHIFT_IMAGES = '''\
 import torch
+import torch.nn.functional as F
 
 
-def tensor_batches(images, labels, batch_size, generator):
-    """One epoch of batches straight from tensors already in memory, without a DataLoader:
-    images (N, ...) and labels (N,). Draw the order once, torch.randperm(N, generator=generator),
-    cut it into consecutive chunks of batch_size indices, drop the last chunk if it is incomplete
-    (every batch holds exactly batch_size images), and take each batch with one indexing
-    operation: images[chunk], labels[chunk]. Returns a list of (x, y) pairs, one per batch."""
+def shift_images(images, shifts, pad):
+    """Translate each image of images (N, C, H, W) by its own shift: shifts is an int tensor (N, 2) of
+    (dy, dx), each between -pad and pad. Output pixel (r, c) of image i is input pixel (r + dy, c + dx),
+    and where that falls outside the image the reflection of the image across its border fills in
+    (F.pad(..., mode="reflect"), which does not repeat the edge pixel). Returns (N, C, H, W)."""
     raise NotImplementedError
 '''
 
 
-def _listed(values: torch.Tensor) -> str:
-    """Up to 8 numbers of a 1-D tensor, as a list for a message."""
-    numbers = [int(v) for v in values.tolist()]
-    return fmt(numbers) if len(numbers) <= 8 else fmt(numbers[:6])[:-1] + f", ... ({len(numbers)} in all)]"
+def _shifted(images: torch.Tensor, shifts: torch.Tensor, pad: int, mode: str = "reflect",
+             sign: int = 1, swap: bool = False) -> torch.Tensor:
+    """The reference (and, with mode, sign or swap changed, the mistakes): one crop per image."""
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (pad,) * 4, mode=mode)
+    out = []
+    for image, (dy, dx) in zip(padded, shifts.tolist()):
+        dy, dx = (dx, dy) if swap else (dy, dx)
+        top, left = pad + sign * dy, pad + sign * dx
+        out.append(image[:, top:top + h, left:left + w])
+    return torch.stack(out)
 
 
-def _described(value: Any) -> str:
-    """fmt, save for a tensor or a tuple or list of tensors (fmt would stack them): their shapes."""
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
-    if isinstance(value, (tuple, list)) and any(isinstance(part, torch.Tensor) for part in value):
-        return f"a {type(value).__name__} of {len(value)} items"
-    return fmt(value)
-
-
-def _rows(x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """The index in images of each row of x (its images are distinct), -1 where a row is none of them."""
-    match = (x.reshape(len(x), 1, -1) == images.reshape(1, len(images), -1)).all(-1)
-    return torch.where(match.any(1), match.int().argmax(1), torch.full((len(x),), -1))
-
-
-@checker("tensor_batches")
-def check_tensor_batches(t: Tester, answer: Any) -> None:
-    """Every batch, x and y, exactly against randperm(N) from a generator seeded alike, cut into full chunks."""
-    data = torch.Generator().manual_seed(93)
-    pairs = "return a list of (x, y) pairs, one per batch: x = images[chunk], y = labels[chunk]"
-    for n, size, shape in [(10, 3, (3, 2, 2)), (64, 16, (3, 4, 4)), (7, 7, (2, 3, 3)), (100, 32, (1, 4, 4))]:
-        t.case(f"tensor_batches(<images ({n}, {', '.join(map(str, shape))})>, <labels ({n},)>, {size}, "
-               f"<a torch.Generator seeded with {930 + n}>)")
-        images = torch.randn((n, *shape), generator=data)
-        labels = torch.randint(0, 10, (n,), generator=data)
-        mine, theirs = torch.Generator().manual_seed(930 + n), torch.Generator().manual_seed(930 + n)
-        untouched = theirs.get_state()
-        order = torch.randperm(n, generator=mine)
-        drawn = mine.get_state()
-        chunks = order[:n // size * size].view(-1, size)
-        got = t.call(answer, images.clone(), labels.clone(), size, theirs)
-        if not isinstance(got, list):
-            t.fail(f"got {_described(got)}, expected a list", pairs + (" (not a generator: build the list, or wrap it "
-                   "in list(...))" if hasattr(got, "__next__") else ""))
-        if len(got) != len(chunks):
-            t.fail(f"got {len(got)} batches, expected {len(chunks)}",
-                   f"drop the last incomplete batch: every batch holds exactly batch_size images, here "
-                   f"{len(chunks)} of {size}" if n % size and len(got) == len(chunks) + 1 else
-                   f"N // batch_size batches of batch_size images each, here {len(chunks)} of {size}")
-        for i, batch in enumerate(got):
-            if not (isinstance(batch, (tuple, list)) and len(batch) == 2
-                    and all(isinstance(part, torch.Tensor) for part in batch)):
-                t.fail(f"batch {i} is {_described(batch)}, expected an (x, y) pair of tensors", pairs)
-            x, y = batch
-            if tuple(x.shape) != (size, *shape) or tuple(y.shape) != (size,):
-                t.fail(f"batch {i}: got x {tuple(x.shape)} and y {tuple(y.shape)}, expected x {(size, *shape)} "
-                       f"and y {(size,)}", "x = images[chunk] and y = labels[chunk], chunk holding batch_size "
-                       "indices of the permutation")
-            if x.dtype != images.dtype or y.dtype != labels.dtype:
-                t.fail(f"batch {i}: got x {x.dtype} and y {y.dtype}, expected x {images.dtype} and y {labels.dtype}",
-                       "index, don't convert: images[chunk] and labels[chunk] keep their dtypes (cross_entropy "
-                       "wants int64 labels)")
-        wrong = [i for i, ((x, y), chunk) in enumerate(zip(got, chunks))
-                 if not (torch.equal(x, images[chunk]) and torch.equal(y, labels[chunk]))]
-        if not wrong:
-            continue
-        found = [_rows(x, images) for x, _ in got]
-        for i, ((x, y), rows) in enumerate(zip(got, found)):
-            if (rows < 0).any():
-                t.fail(f"batch {i}: some of its images are not images of the input",
-                       "take the images as they are: x = images[chunk], no copy changed along the way")
-            if not torch.equal(y, labels[rows]):
-                t.fail(f"batch {i}: got labels {_listed(y)}, but its images' labels are {_listed(labels[rows])}",
-                       "index images and labels with the same permutation (the same chunk): with two different "
-                       "ones, a label no longer belongs to its image")
-        first = wrong[0]
-        problem = f"batch {first} holds the images {_listed(found[first])}, expected {_listed(chunks[first])}"
-        if torch.equal(torch.cat(found), torch.arange(len(chunks) * size)):
-            t.fail(problem, "shuffle: the order is torch.randperm(N, generator=generator), not the images' "
-                   "original order")
-        if torch.equal(theirs.get_state(), untouched):
-            t.fail(problem, "draw the permutation with the generator you are given: torch.randperm(N, "
-                   "generator=generator); without it the order is not reproducible")
-        if not torch.equal(theirs.get_state(), drawn):
-            t.fail(problem, "draw from the generator exactly once: order = torch.randperm(N, generator=generator)")
-        t.fail(problem, "cut the order into consecutive chunks: order[0:batch_size], order[batch_size:2 * "
-               "batch_size], ...")
+@checker("shift_images")
+def check_shift_images(t: Tester, answer: Any) -> None:
+    """Compared with a crop of the reflection-padded image at (pad + dy, pad + dx), image by image."""
+    generator = torch.Generator().manual_seed(94)
+    for n, shape, pad in [(4, (1, 5, 6), 1), (6, (3, 6, 6), 2), (5, (2, 7, 5), 2)]:
+        t.case(f"shift_images(<images ({n}, {', '.join(map(str, shape))})>, <shifts ({n}, 2) in -{pad}..{pad}>, {pad})")
+        images = torch.randn((n, *shape), generator=generator)
+        shifts = torch.randint(-pad, pad + 1, (n, 2), generator=generator)
+        shifts[0] = torch.tensor([pad, -pad])            # one image shifted as far as allowed, a corner
+        shifts[1] = torch.tensor([0, pad])               # one shifted along the width only
+        original = images.clone()
+        got = t.call(answer, images, shifts.clone(), pad)
+        t.close(got, _shifted(original, shifts, pad), "output pixel (r, c) is input pixel (r + dy, c + dx): the crop "
+                "of the padded image that starts at row pad + dy, column pad + dx", alternatives=[
+                    (lambda: _shifted(original, shifts, pad, sign=-1), "the sign of the shift: output (r, c) is input "
+                     "(r + dy, c + dx), so the crop starts at pad + dy, not pad - dy"),
+                    (lambda: _shifted(original, shifts, pad, swap=True), "shifts[i] is (dy, dx): the first number moves "
+                     "the rows (height), the second the columns (width)"),
+                    (lambda: _shifted(original, shifts, pad, mode="constant"), "fill the border by reflection "
+                     "(mode=\"reflect\"), not with zeros"),
+                    (lambda: _shifted(original, shifts, pad, mode="replicate"), "reflect (mode=\"reflect\"): the "
+                     "reflection does not repeat the edge pixel, as replicate does"),
+                    (lambda: _shifted(original, shifts[:1].expand(n, 2), pad), "each image has its own shift: "
+                     "shifts[i] for image i, not the first one for all")],
+                shape_hint=f"the same shape as images: ({n}, {', '.join(map(str, shape))})")
+        if not torch.equal(images, original):
+            t.fail("the input images were changed", "don't modify images in place: F.pad and the crops make new "
+                   "tensors")
 
 
 ALTERNATING_FLIP = '''\
@@ -220,53 +179,79 @@ def check_whitening_matrix(t: Tester, answer: Any) -> None:
             t.fail("1 / |row|², rows sorted by eigenvalue: " + mismatch.problem, mismatch.hint)
 
 
-TTA_LOGITS = '''\
+SIX_VIEW_LOGITS = '''\
 import torch
+import torch.nn.functional as F
 
 
-def tta_logits(model, images):
-    """Test-time augmentation: the model's logits for images (N, C, H, W) averaged with its logits
-    for their mirror images (flipped left-right, along the width axis), computed in eval mode
-    under torch.no_grad(). Returns (N, K)."""
+def six_view_logits(model, images):
+    """Six-view test-time augmentation, in eval mode under torch.no_grad(), for images (N, C, H, W):
+    the mean of the logits of the images and of their mirror images (flipped left-right) counts one
+    half; the same flip mean of the images shifted one pixel up and left (output pixel (r, c) is input
+    pixel (r + 1, c + 1)) counts a quarter, and of those shifted one pixel down and right (input pixel
+    (r - 1, c - 1)) a quarter. Pixels from outside come from F.pad(..., mode="reflect"). Returns (N, K)."""
     raise NotImplementedError
 '''
 
 
-@checker("tta_logits")
-def check_tta_logits(t: Tester, answer: Any) -> None:
-    """Compared with (model(x) + model(x.flip(-1))) / 2 in eval mode, on a small conv net with BN and dropout."""
+def _views(model: nn.Module, images: torch.Tensor, weights=(0.5, 0.25, 0.25), pad_mode: str = "reflect",
+           flip_shifted: bool = True) -> torch.Tensor:
+    """The six-view mean (and, with its options changed, the mistakes)."""
+    h, w = images.shape[-2:]
+
+    def flip_mean(x, flip=True):
+        return (model(x) + model(x.flip(-1))) / 2 if flip else model(x)
+
+    padded = F.pad(images, (1, 1, 1, 1), mode=pad_mode)
+    up_left, down_right = padded[..., 2:, 2:], padded[..., :h, :w]
+    return (weights[0] * flip_mean(images) + weights[1] * flip_mean(up_left, flip_shifted)
+            + weights[2] * flip_mean(down_right, flip_shifted))
+
+
+@checker("six_view_logits")
+def check_six_view_logits(t: Tester, answer: Any) -> None:
+    """Compared with cnncourse.cifar_speedrun.tta_views_logits(model, images, 6) in eval mode, computed apart."""
     generator = torch.Generator().manual_seed(92)
-    for n, size, k in [(4, 6, 5), (3, 5, 3), (2, 4, 7)]:
-        t.case(f"tta_logits(<a conv net with BatchNorm and dropout>, <images ({n}, 3, {size}, {size})>)")
+    for n, size, k in [(4, 6, 5), (3, 5, 3), (2, 7, 4)]:
+        t.case(f"six_view_logits(<a conv net with BatchNorm and dropout>, <images ({n}, 3, {size}, {size})>)")
         model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
                               nn.Flatten(), nn.Linear(4 * size * size, k))
         model[1].running_mean.copy_(torch.randn(4, generator=generator))
         model[1].running_var.copy_(torch.rand(4, generator=generator) + 0.5)
         images = torch.randn(n, 3, size, size, generator=generator)
+        model.eval()
         with torch.no_grad():
-            logits, mirrored, upside_down = (model.eval()(x) for x in (images, images.flip(-1), images.flip(-2)))
+            expected = _views(model, images)
+            alternatives = [
+                (_views(model, images, weights=(1 / 3, 1 / 3, 1 / 3)), "the views do not count alike: the unshifted "
+                 "pair counts one half, each shifted pair one quarter"),
+                (_views(model, images, pad_mode="constant"), "fill the shifted-in border by reflection "
+                 "(mode=\"reflect\"), not with zeros"),
+                (_views(model, images, pad_mode="replicate"), "reflect (mode=\"reflect\"): the reflection does not "
+                 "repeat the edge pixel, as replicate does"),
+                (_views(model, images, flip_shifted=False), "mirror the shifted images too: each shifted view is the "
+                 "flip mean of its two images, six views in all"),
+                ((model(images) + model(images.flip(-1))) / 2, "add the two shifted views, the images moved one "
+                 "pixel up-left and one pixel down-right (a quarter each), to the flip mean (one half)")]
         modes: List[bool] = []
         model.train().register_forward_pre_hook(lambda module, args: modes.append(module.training))
         got = t.call(answer, model, images.clone())
         if any(modes):
             t.fail("the model ran in training mode", "call model.eval() first: in training mode BatchNorm uses "
                    "the batch's statistics and dropout zeroes activations at random")
-        t.close(got, (logits + mirrored) / 2, "(model(images) + model(images.flip(-1))) / 2", alternatives=[
-            ((logits + upside_down) / 2, "mirror left-right: flip the width axis (the last, -1), not the height"),
-            (logits + mirrored, "average the two: divide their sum by 2"),
-            ((logits.softmax(1) + mirrored.softmax(1)) / 2, "average the logits, not the softmax probabilities"),
-            (mirrored, "average the logits of the images AND of their mirror images, not only the mirrored ones"),
-            (logits, "average in the logits of the mirror images, images.flip(-1)")],
-            shape_hint=f"one row of K logits per image: (N, K), here ({n}, {k})")
+        t.close(got, expected, "one half the flip mean of the images, a quarter each the flip means of the images "
+                "shifted one pixel up-left and one pixel down-right", alternatives=alternatives,
+                shape_hint=f"one row of K logits per image: (N, K), here ({n}, {k})")
         if isinstance(got, torch.Tensor) and got.requires_grad:
             t.fail("the logits require grad", "compute them under torch.no_grad(): no graph is needed at test time")
 
 
 EXERCISES = [
-    Exercise("tensor_batches", "Batches from a tensor", "Data on the device, not through a DataLoader",
-             check_tensor_batches, TENSOR_BATCHES),
     Exercise("whitening_matrix", "Whitening the patches", "The whitening layer", check_whitening_matrix,
              WHITENING_MATRIX),
+    Exercise("shift_images", "Translations with a reflected border", "Random translations", check_shift_images,
+             SHIFT_IMAGES),
     Exercise("alternating_flip", "Derandomised flips", "Derandomised flips", check_alternating_flip, ALTERNATING_FLIP),
-    Exercise("tta_logits", "Test-time augmentation", "Test-time augmentation", check_tta_logits, TTA_LOGITS),
+    Exercise("six_view_logits", "Six-view test-time augmentation", "Test-time augmentation",
+             check_six_view_logits, SIX_VIEW_LOGITS),
 ]
