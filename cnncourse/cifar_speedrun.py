@@ -168,9 +168,11 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 
 def cifar_tensors(data=None, root=None, val_fraction: float = 0.0, val_seed: int = 0) -> Dict[str, tuple]:
     """The uint8 images and labels of CIFAR-10's splits (``data``: an image-folder copy with train/ and
-    test/ may stand in for CIFAR-10's own files): ``{"train": (x, y), "test": ..., "val": ... if held out}``."""
+    test/ may stand in for CIFAR-10's own files): ``{"train": (x, y), "test": (x, y)}``, or with a
+    hold-out (``val_fraction`` > 0) ``{"train": ..., "val": ...}`` and no test set: a run that chooses
+    settings on validation never reads the test set."""
     from cnncourse.data import get_dataset, to_tensors
-    splits = ("train", "val", "test") if val_fraction else ("train", "test")
+    splits = ("train", "val") if val_fraction else ("train", "test")
     source = "cifar10" if data is None else data
     return {s: to_tensors(get_dataset(source, s, root=root, val_fraction=val_fraction, seed=val_seed))
             for s in splits}
