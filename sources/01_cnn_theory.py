@@ -4,10 +4,9 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/01_cnn_theory.ipynb)
 #
 # **What you will learn.** Where convolutional networks come from, why local receptive fields and
-# weight sharing need so few parameters, and the exact arithmetic of every layer a CNN is made of:
-# padding, stride and the output-size formula, single- and multi-channel convolution, the
-# activation, max and average pooling (and why max pooling keeps a detector's answer), and the dense
-# layer. Every formula is computed from scratch in NumPy (`cnncourse.theory`, plain loops you can
+# weight sharing need so few parameters, and the exact arithmetic of every layer of a CNN: padding,
+# stride and the output size, single- and multi-channel convolution, the activation, max and
+# average pooling, and the dense layer. Every formula is computed from scratch in NumPy (`cnncourse.theory`, plain loops you can
 # read) **and** checked against PyTorch in the same cell. On the way: PyTorch's tensors, and
 # gradients with autograd.
 #
@@ -74,7 +73,7 @@ print(cnncourse.describe_device())
 # With $C$ input channels and $M$ filters of $k \times k$, a conv layer has $M(Ck^2 + 1)$
 # parameters. Take LeNet's first layer on a $3 \times 32 \times 32$ CIFAR-10 image: 6 filters of
 # $5 \times 5$, output $6 \times 28 \times 28$. Three layers give an output of that shape: a
-# **dense** layer (every output sees every input, its own weights for each), a **locally connected**
+# **dense** layer (every output sees every input), a **locally connected**
 # layer (local receptive fields, but each position with its own filter: no sharing), and the
 # **convolution** (local receptive fields *and* weight sharing):
 
@@ -99,9 +98,8 @@ print(conv(torch.zeros(1, 3, 32, 32)).shape)
 # ### Exercise 1.1: Parameters of a convolution layer
 #
 # Write `conv_params(in_channels, out_channels, kernel, bias=True)`: the number of parameters of
-# `nn.Conv2d(in_channels, out_channels, kernel, bias=bias)`. Each of the $M$ filters has the input's depth
-# $C$ and $k \times k$ weights per channel, plus one bias: $M(Ck^2 + 1)$. The check compares your count
-# with PyTorch's for layers you have not seen, with and without bias.
+# `nn.Conv2d(in_channels, out_channels, kernel, bias=bias)`: $M(Ck^2 + 1)$ as above, $MCk^2$ without
+# bias. The check compares your count with PyTorch's for unseen layers.
 
 # %%
 def conv_params(in_channels, out_channels, kernel, bias=True):
@@ -130,8 +128,7 @@ print("element [1, 2, 3, 4] is number", batch[n, c, y, x].item(), "- the formula
 # %% [markdown]
 # **Indexing with `None` adds an axis of length 1.** `t[None]` puts a new axis in front, `t[None, None]`
 # two, `t[:, None]` one in second place. That is how a single grey image of shape $(H, W)$ becomes the
-# batch of one image with one channel, $(1, 1, H, W)$, that `conv2d` needs (below, in "The
-# convolution formula"), and `[0, 0]` takes it out again.
+# batch of one image with one channel, $(1, 1, H, W)$, that `conv2d` needs (below), and `[0, 0]` takes it out again.
 
 # %%
 grey_image = torch.zeros(4, 4)
@@ -142,8 +139,7 @@ print("the same as unsqueeze:", torch.equal(grey_image[None, None], grey_image.u
 # **Broadcasting.** An operation on two tensors of different shapes lines their axes up from the
 # last one, and an axis of length 1 is repeated to match the other tensor. So subtracting a
 # per-channel mean of shape $(C, 1, 1)$ from an $(N, C, H, W)$ batch computes
-# $x'_{n,c,y,x} = x_{n,c,y,x} - \mu_c$ for every image and pixel, without a loop and without copying
-# the means.
+# $x'_{n,c,y,x} = x_{n,c,y,x} - \mu_c$ for every image and pixel, without a loop.
 
 # %%
 batch = torch.rand(2, 3, 4, 5)
@@ -164,8 +160,8 @@ print("every channel now has mean 0:", torch.allclose(centred.mean(dim=(0, 2, 3)
 # Here $I$ keeps the original image's indices and reads as 0 outside it: that is zero padding with
 # $N$ rings, and the window of $x = y = 0$ is centred on the first pixel, $I[0, 0]$. (Without
 # padding the first window would be centred on pixel $(N, N)$: read $I[s x + N + i,\; s y + N + j]$.)
-# Deep-learning libraries do not flip the filter: strictly this is *cross-correlation*, and it is
-# what `torch.nn.functional.conv2d` computes.
+# Deep-learning libraries do not flip the filter: strictly this is *cross-correlation*, as
+# `torch.nn.functional.conv2d` computes it.
 #
 # **Worked example.** The vertical-line filter below responds to a bright one-pixel-wide
 # vertical line. Put it, with one ring of zero padding, on the top-left corner of an image whose
@@ -211,8 +207,8 @@ print("same padding for k = 3, 5, 7:", [theory.same_padding(k) for k in (3, 5, 7
 #
 # Write `stack_output_size(n, layers)`: the side length after applying a stack of convolutions and
 # poolings to an $n \times n$ input, `layers` being a list of `(kernel, padding, stride)` tuples. Apply
-# $n' = \lfloor (n + 2p - k)/s \rfloor + 1$ layer after layer. The hidden cases include LeNet's four layers
-# and the ResNet stem on 224 and on 28 pixels.
+# the formula layer after layer. The hidden cases include LeNet and
+# the ResNet stem.
 
 # %%
 def stack_output_size(n, layers):
@@ -272,8 +268,8 @@ nb01.check_conv2d_strided(conv2d_strided)
 #
 # $$I'_m[x, y] = \sum_{c=0}^{C-1} \sum_{i=-N}^{N} \sum_{j=-N}^{N} I_c[s x + i,\; s y + j]\; F_{m,c}[i + N,\; j + N] + b_m$$
 #
-# $M$ filters give $M$ output channels: the number of filters sets the output depth. (The article
-# names the channel index $k$; here $k$ is already the kernel size, so the channel is $c$.)
+# $M$ filters give $M$ output channels. (The article's channel index $k$ is $c$ here: $k$ is the
+# kernel size.)
 
 # %%
 rng = np.random.default_rng(0)
@@ -288,7 +284,7 @@ print("max |hand - torch| < 1e-12:", np.abs(by_hand - by_torch).max() < 1e-12)
 # %% [markdown]
 # ## A line detector on a real image
 #
-# The vertical-line filter on a real CIFAR-10 photograph (one of the samples shipped with the
+# The vertical-line filter on a real CIFAR-10 photograph (a sample shipped with the
 # package), in grey levels. A filter only sees its receptive field: a $3 \times 3$ filter answers
 # to one-pixel lines, while the same pattern stretched to $9 \times 9$ (three columns of width 3)
 # answers to lines about three pixels wide and ignores finer detail.
@@ -336,8 +332,8 @@ fig.tight_layout()
 # $$f(I')[x, y] = \max\big(I'[x, y],\; 0\big)$$
 #
 # The red of the response survives and the blue becomes 0: $f(I')$ says only *where the filter
-# found a bright vertical line, and how strongly*. This activated map is what the next layer, and
-# the pooling below, receive.
+# found a bright vertical line, and how strongly*. The next layer and the pooling below receive this
+# activated map.
 
 # %%
 activated = theory.relu(small_response)
@@ -386,8 +382,8 @@ print(f"after 100 steps: weight = {weight.item():.4f}; within 0.001 of 2: {abs(w
 # Filters are not designed by hand in a CNN: they are learned. Write `learn_filter(images, responses)`:
 # starting from a random $3 \times 3$ filter `w` (`requires_grad=True`), repeat: compute
 # `F.conv2d(images, w, padding=1)`, the mean squared error to `responses`, its gradient, and a gradient
-# step. The check makes the responses with hidden filters - the article's vertical-line filter among
-# them - and expects your loop to find each of them to within 0.02.
+# step. The check makes responses with hidden filters (the vertical-line filter among them) and
+# expects your loop to find each to within 0.02.
 
 # %%
 import torch
@@ -409,9 +405,8 @@ nb01.check_learn_filter(learn_filter)
 # ## Pooling
 #
 # Pooling summarises each $k \times k$ window of every channel separately, so the number of channels
-# does not change. As in the article, it comes after the line detector and its activation: it pools
-# the activated map $f(I')$. Max pooling keeps the strongest response of each window, average pooling
-# their mean:
+# does not change. As in the article, it pools the detector's activated map $f(I')$. Max pooling
+# keeps the strongest response of each window, average pooling their mean:
 #
 # $$P_{\max}[x, y] = \max_{0 \le i, j < k} f(I')[s x + i,\; s y + j] \qquad
 # P_{\text{avg}}[x, y] = \frac{1}{k^2} \sum_{0 \le i, j < k} f(I')[s x + i,\; s y + j]$$
@@ -456,9 +451,9 @@ for k in (2, 4):
 
 # %% [markdown]
 # The same on the truck. Where a window holds a line response, max pooling passes on its strongest
-# value by definition, while average pooling passes on what is left after mixing it with the weak
-# and zero responses around it: on the median window, less than half of it at $2 \times 2$ and about
-# a quarter at $4 \times 4$. Nothing is lost on average - the windows tile the map, so the mean of the
+# value by definition, while average pooling mixes it with the weak and zero responses around it:
+# on the median window it keeps less than half of it at $2 \times 2$ and about a quarter at
+# $4 \times 4$. Nothing is lost on average - the windows tile the map, so the mean of the
 # average-pooled map equals the mean of $f(I')$ exactly - it is spread out: the peaks are what go.
 
 # %%
@@ -475,7 +470,7 @@ for k in (2, 4):
 # cells it collects fires: one S cell that finds the line is enough for a strong answer, as in max
 # pooling. An average would make the answer depend on how much of the area the line covers.
 #
-# On the truck (one colour scale for all five panels, white 0): max pooling keeps the strong
+# On the truck (one colour scale, white 0): max pooling keeps the strong
 # responses strong while the map gets coarser; average pooling fades them, and at $4 \times 4$
 # barely anything is left. The dark columns at the borders are the zero padding's artefact.
 
@@ -545,14 +540,25 @@ print("nn.Linear + ReLU equal:", np.allclose(plain, by_torch))
 print("parameters of nn.Linear(5, 3):", theory.dense_param_count(5, 3), "=", sum(p.numel() for p in linear.parameters()))
 
 # %% [markdown]
+# ## Experiment: learn the filter from a photograph
+#
+# Exercise 1.4's check learns from random noise. Give your `learn_filter` the truck instead:
+# `images = torch.tensor(grey, dtype=torch.float32)[None, None]`, `responses = F.conv2d(images,
+# torch.tensor(F_vertical, dtype=torch.float32)[None, None], padding=1)`. After `torch.manual_seed(0)`,
+# run 100, 300 and 1000 steps at `lr=0.1`, then 300 at 0.01 and 0.5 (seconds each); record the mean
+# squared error and the filter's largest error, `(w - torch.tensor(F_vertical)).abs().max()`. Then
+# change one thing, `images = torch.randn(1, 1, 32, 32)`, and repeat. Which images teach the filter in
+# fewer steps? Which learning rate blows up on which? A photograph's neighbouring pixels are nearly
+# equal: why might that slow gradient descent?
+
+# %% [markdown]
 # ## Summary
 #
 # * A conv layer has $M(Ck^2 + 1)$ parameters, independent of the image size, thanks to local
 #   receptive fields and weight sharing.
 # * Output size: $\lfloor (n + 2p - k)/s \rfloor + 1$; same padding is $p = (k-1)/2$.
 # * A detector, its activation, then pooling: pooling shrinks each channel by the stride and keeps
-#   the channel count; max pooling keeps a detector's response at full strength (like the
-#   neocognitron's C cells), average pooling dilutes a one-pixel line by the window's width.
+#   the channel count; max pooling keeps a detector's response at full strength, average pooling dilutes a one-pixel line by the window's width.
 # * Dense layers finish the job: $x' = f(Wx + b)$.
 # * PyTorch holds images as $(N, C, H, W)$ tensors; `None` adds an axis, broadcasting repeats axes of
 #   length 1; autograd's `backward` gives the gradients, and an optimizer step moves every weight

@@ -458,9 +458,10 @@ print(f"last epoch: train fit {100 * article_history.train_acc[-1]:.1f} %, train
       f"test {100 * article_history.test_acc[-1]:.1f} %; train eval above train fit: {train_eval > article_history.train_acc[-1]}")
 
 # %% [markdown]
-# In the run stored here "train eval" is above "train fit": the epoch's early batches were scored by
-# weights that had learned less, and this run has no augmentation, so nothing else separates them. The
-# larger gap, down to the test accuracy, is over-fitting: 200 images per class. Chance is 10 %; the
+# In the run stored here "train eval" is above "train fit". This run has no augmentation; what separates
+# them is that the epoch's early batches were scored by weights that had learned less, and in training
+# mode by BatchNorm's batch statistics. The larger gap, down to the test accuracy, is over-fitting: the
+# quick sample has 200 training images per class. Chance is 10 %; the
 # check asks for twice that, below what the run reaches, since another CPU adds its numbers in
 # another order and ends a few images elsewhere.
 
@@ -497,14 +498,15 @@ nb02.check_eval_accuracy(eval_accuracy)
 # to 4 pixels and mirrored left-right with probability 1/2; (3) AdamW (Adam with decoupled weight
 # decay) with a one-cycle schedule that warms the rate up to $3 \cdot 10^{-3}$ and anneals it towards
 # zero. The lab adds them one at a time, rung 1 (the article) to rung 4 (all three), three seeds each,
-# on a validation split. The recorded result: rung 4 ends above the others in every seed, and the
-# weights the course ships are its. Which change does what: [the lab](labs/02_lenet_experiments.ipynb).
+# on a validation split. The recorded result: rung 4 ends above the others in every seed. The "reference
+# runs" repeat rung 4's recipe holding out the same images in every seed; their seed 0 is rung 4's own,
+# whose weights the course ships. Which change does what: [the lab](labs/02_lenet_experiments.ipynb).
 
 # %%
 LADDER = {"1 the article exactly": "lenet-ladder/1-article", "2 + data set's statistics": "lenet-ladder/2-normalise",
           "3 + crops and flips": "lenet-ladder/3-augment", "4 + AdamW, one-cycle": "lenet-ladder/4-onecycle"}
 ax = plt.subplots(figsize=(7, 4))[1]
-reference.plot_seeds(LADDER, ax=ax, title="LeNet on CIFAR-10, 10 epochs: validation accuracy, 3 seeds a rung")
+reference.plot_seeds(LADDER, ax=ax, title="LeNet on CIFAR-10, 10 epochs: validation accuracy, mean and range of 3 seeds")
 ax.legend(loc="lower right", fontsize=8)
 rung4 = LADDER["4 + AdamW, one-cycle"]
 print("rung 4 ends above every other rung in every seed:",
@@ -584,12 +586,15 @@ print(f"{right} of {len(shipped.labels)} right; per class:", ", ".join(f"{name} 
 mistakes = sorted(((matrix[i, j], info.classes[i], info.classes[j]) for i in range(info.num_classes)
                    for j in range(info.num_classes) if i != j), reverse=True)
 print("most frequent mistakes:", ", ".join(f"{true} as {guess} {count}" for count, true, guess in mistakes[:6]))
-display(plot.plot_confusion_matrix(shipped, class_names=info.classes, cmap="viridis_r",
-                                   title=f"trained LeNet (recorded weights) on {len(shipped.labels):,} test images"))
+SAMPLE = "the quick sample's " if QUICK else ""
+matrix_figure = plot.plot_confusion_matrix(shipped, class_names=info.classes, cmap="viridis_r",
+                                           title=f"trained LeNet (recorded weights) on {SAMPLE}{len(shipped.labels):,} test images")
+matrix_figure.axes[-1].set_ylabel("test images")   # the colour bar
+display(matrix_figure)
 order = shipped.logits.softmax(dim=1).max(dim=1).values.argsort(descending=True)   # most confident first
 display(plot.plot_predictions(shipped.images[order], shipped.labels[order], shipped.preds[order],
                               class_names=info.classes, mean=mean, std=std, n=24, ncols=8,
-                              title=f"trained LeNet: {len(shipped.labels) - right} of {len(shipped.labels)} wrong, "
+                              title=f"trained LeNet: {len(shipped.labels) - right} of {SAMPLE}{len(shipped.labels)} test images wrong, "
                                     "surest mistakes first"))
 
 # %% [markdown]
@@ -597,8 +602,8 @@ display(plot.plot_predictions(shipped.images[order], shipped.labels[order], ship
 # what they and the second layer make of a horse it got right (each map is one filter's response at
 # every position, before the ReLU). Some filters weigh one colour against the others, some a dark
 # patch against a light one, like lesson 1's edge detectors; the first layer's maps trace the legs,
-# back and neck. The second layer's 16 maps, each value seeing a 14 x 14 patch, still follow some of
-# the main lines. Nothing here knows "horse" yet: these are edges and colours at fixed positions.
+# back and neck. The second layer's 16 maps, each value seeing a 14 x 14 patch, are coarser: a few
+# light up along the back (maps 1, 9) or low down (maps 2, 5), most are hard to read. Nothing here knows "horse" yet: these are edges and colours at fixed positions.
 
 # %%
 display(plot.plot_filters(shipped_model, title="conv1 of the trained LeNet: 6 filters of 3 x 5 x 5"))

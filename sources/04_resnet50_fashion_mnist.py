@@ -87,7 +87,7 @@ for column in range(10):
         axes[row, column].imshow(train_set[index][0], cmap="gray")
         axes[row, column].axis("off")
     axes[0, column].set_title(train_set.classes[column], fontsize=8)
-fig.suptitle("Fashion-MNIST: two training images per class")
+fig.suptitle(f"Fashion-MNIST: two training images per class ({RUN})")
 fig.tight_layout()
 
 # %% [markdown]
@@ -445,7 +445,8 @@ print(f"test accuracy after the last epoch: {history[-1]['test_acc']:.1%}")
 # %% [markdown]
 # The check: in quick mode at least 70 % on the sample's 200 test images, against 10 % for guessing
 # (below what it reaches here, so that CPUs that round differently pass too); with quick mode off,
-# the course's goal, 94 %.
+# the course's goal, 94 %. The recorded run of this recipe on all 60,000 training images (no hold-out)
+# ended just short of that goal; the lab has its figures.
 
 # %%
 TARGET = 0.70 if QUICK else 0.94
@@ -494,8 +495,11 @@ print(f"trained ResNet-20: {total - wrong:,} of {total:,} test images right ({10
 # takes a dress for trousers.
 
 # %%
-plot.plot_confusion_matrix(predictions, class_names=info.classes, cmap="viridis",
-                           title=f"trained ResNet-20 (recorded weights): {total:,} test images")
+figure = plot.plot_confusion_matrix(predictions, class_names=info.classes, cmap="viridis",
+                                    title=f"trained ResNet-20 (recorded weights): {total:,} test images ({RUN})")
+figure.axes[0].set(xlabel="predicted class", ylabel="true class")
+figure.axes[1].set_ylabel("test images")
+figure
 
 # %% [markdown]
 # Its feature maps for the first test image, an ankle boot, at the end of each stage (the first 7 of
@@ -509,8 +513,8 @@ test_image = next(iter(test_loader))[0][0]
 for layer in ("layer1", "layer2", "layer3"):
     maps = plot.feature_maps(trained, test_image, layer)
     display(plot.plot_feature_maps(trained, test_image, layer, max_maps=7, mean=mean, std=std,
-                                   title=f"trained ResNet-20: {layer}, {maps.shape[0]} maps of "
-                                         f"{maps.shape[1]}x{maps.shape[2]}"))
+                                   title=f"trained ResNet-20: {layer}, first 7 of {maps.shape[0]} maps of "
+                                         f"{maps.shape[1]}x{maps.shape[2]}, first test image"))
 
 # %% [markdown]
 # ## Experiment: ResNet-20 on the article's 7x7 maps

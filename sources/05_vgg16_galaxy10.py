@@ -11,7 +11,7 @@
 # 2. why small filters: receptive field and parameters of a stack, measured with autograd;
 # 3. VGG16 written as data, where its 134 million parameters live, and the dropout that guards them;
 # 4. the article's augmentation, and its remark that VGG16 is sensitive to the learning rate, measured;
-# 5. the real run: a recipe for a Colab GPU, with its expected time.
+# 5. the real run: a recipe for a Colab GPU, with an estimate (not a measurement) of its time.
 #
 # Nothing here trains: every cell runs in seconds on a laptop CPU. The evidence - the sweep in numbers,
 # costs, the recorded quick-sample runs - is in [the lab](labs/05_vgg16_experiments.ipynb).
@@ -427,7 +427,7 @@ fig.tight_layout()
 # %%
 RATES = ("1e-5", "1e-4", "1e-3")
 sweep = {(net, lr): reference.seed_runs(f"vgg-lr/{net}-lr{lr}")[0] for net in ("vgg16", "vgg16_bn") for lr in RATES}
-RATE_COLOURS = {"1e-5": "tab:blue", "1e-4": "tab:orange", "1e-3": "tab:red"}   # right: colour = rate, dashes = BN
+RATE_COLOURS = {lr: plt.cm.viridis(shade) for lr, shade in zip(RATES, (0.0, 0.45, 0.8))}   # right: colour = rate, dashes = BN
 fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
 for net, style in (("vgg16", "-"), ("vgg16_bn", "--")):
     left.plot([float(lr) for lr in RATES], [100 * sweep[net, lr]["val_accuracy"] for lr in RATES],

@@ -12,7 +12,7 @@
 #    parameters more than torchvision's;
 # 2. what the article measured;
 # 3. what each network costs in multiply-adds, and why multiply-adds are not seconds;
-# 4. the article's comparison as a recipe for a GPU, with its expected time.
+# 4. the article's comparison as a recipe for a GPU, with estimates (not measurements) of its time.
 #
 # Nothing in this lesson trains: every cell runs in seconds on a laptop CPU. Costs, estimates, what can
 # be compared with the article and the recorded quick-sample runs are in
@@ -259,9 +259,10 @@ nb06.check_bottleneck_macs(bottleneck_macs)
 #
 # Four runs with identical settings, differing only in the network and in the augmentation: 30 epochs
 # (the article's), Adam at $10^{-4}$ for both networks (lesson 5's sweep: VGG16 collapses at Adam's
-# usual $10^{-3}$), batches of 64, 128-pixel images, and a tenth of the training galaxies held out
-# for validation. The article drew its test loss per epoch; the recipe draws the validation loss
-# and looks at the test set once, at the end. Rotating by any angle from -180° to +180° is **our
+# usual $10^{-3}$; the sweep did not test ResNet-50, so its rate is our choice, the same as VGG16's so
+# that only the network differs), batches of 64, 128-pixel images, and a tenth of the training
+# galaxies held out for validation. The article drew its test loss per epoch; the recipe draws the
+# validation loss and looks at the test set once, at the end. Rotating by any angle from -180° to +180° is **our
 # choice**: the article names no range.
 #
 # The expected times assume, as in lesson 5, that a Colab **T4** sustains $4 \times 10^{12}$

@@ -249,7 +249,7 @@ nb07.check_class_activation_map(class_activation_map)
 # LeNet's unpadded 5 x 5 convolution, 2 x 2 pooling and 5 x 5 convolution give $s = 2$, then $2.5$ with
 # $J = 2$, then $6.5$: cell $i$ of `bn2` sits on pixel $2i + 6.5$. Bilinear interpolation to the image's
 # size (as captum's `LayerAttribution.interpolate` does) puts it on $(i + 0.5) \cdot 32/10 - 0.5 = 3.2i + 1.1$
-# instead: 1.6 times too wide, 5 pixels off at both ends. ResNet-20's padded convolutions keep the
+# instead: 1.6 times too wide, 5.4 pixels off at both ends. ResNet-20's padded convolutions keep the
 # centres: $J = 4$, $s = 0$. Below, the package's `map_geometry`, checked by autograd.
 
 # %%
@@ -411,8 +411,9 @@ show_heat_maps(cifar, lenet_right, heat_rows(lenet, lenet.bn2, cifar, lenet_righ
 # %% [markdown]
 # Grad-CAM's 10 x 10 cells make soft blobs, not outlines, and an edge cell also colours the border beyond
 # it. The brightest blob lies on the object for the car, the bird's head, the dog's face, the horse's
-# neck, the ship's hull and the truck; beside it for the airplane (the sky at the right edge), the frog
-# (leaves in the top-left corner) and the deer (the bottom-left corner). The saliency maps are speckle
+# neck, the ship's hull and the truck; partly or wholly beside it for the airplane (a dark spot on its
+# body, and the sky right of it out to the edge), the frog (leaves at the left edge and in the top-left
+# corner) and the deer (the bottom-left corner). The saliency maps are speckle
 # over the whole image, darker only at the frame, where a pixel falls into fewer of the first layer's
 # unpadded 5 x 5 windows.
 
@@ -423,7 +424,7 @@ show_heat_maps(cifar, lenet_wrong, heat_rows(lenet, lenet.bn2, cifar, lenet_wron
 
 # %% [markdown]
 # For a wrong answer the two Grad-CAM rows differ, and a few read plausibly. The airplane over water,
-# called a ship: "ship" lies on the plane's long white body, "airplane" mostly higher up. The bird's
+# called a ship: "ship" lies on the plane's long white body, "airplane" mostly higher up, on the water above it. The bird's
 # head, called a dog: "dog" is a spot on the background in the top-left corner, "bird" lies on the top of
 # the head. The bird in leaves, called a frog: "frog" spreads over the leaves. Others are blobs on object
 # and background alike: such maps suggest where to look, not why the network erred.
@@ -537,8 +538,7 @@ print(f"trainable parameters for 10 classes: {cnncourse.count_parameters(head_on
       f"{cnncourse.count_parameters(head_only, trainable_only=True):,} with a frozen backbone (2048 x 10 + 10)")
 
 # %% [markdown]
-# The loading code (`tests/test_nb07.py` runs this very cell, offline, with a stand-in file).
-# `get_state_dict` downloads the weights (about 100 MB) once into torch's cache, checked against the hash
+# The loading code. `get_state_dict` downloads the weights (about 100 MB) once into torch's cache, checked against the hash
 # in the file's name; `load_state_dict` is strict, so a name or shape that does not match raises an
 # error. The new `fc` starts random. The lab calls it; quick mode never touches the network.
 

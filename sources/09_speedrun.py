@@ -37,8 +37,9 @@ if "google.colab" in sys.modules:
 # **Quick mode.** With `CNNCOURSE_QUICK=1` (the tests and the notebook builder set it) the data sets
 # are small real samples shipped with the package: 450 training and 200 test images of MNIST, 2,000
 # and 200 of CIFAR-10; the live runs, labelled **quick sample**, show that the code learns, not how
-# fast the full run is. Without it the MNIST speedrun downloads MNIST (12 MB) and trains for about
-# half a minute. `cnncourse.set_quick_mode(True or False)` at the top of the next cell chooses.
+# fast the full run is. Without it the notebook downloads MNIST (12 MB) and CIFAR-10 (170 MB) and
+# trains both speedruns in full: seconds for MNIST, minutes for CIFAR-10.
+# `cnncourse.set_quick_mode(True or False)` at the top of the next cell chooses.
 
 # %% tags=["nbval-ignore-output"]
 import math
@@ -254,12 +255,12 @@ for bf16_on, layout in [(False, False), (False, True), (True, False), (True, Tru
 # validation split, see the recorded results), the data as tensors, Nesterov SGD with weight decay
 # and label smoothing, and a clock from the first to the last optimisation step. Reading the files
 # and the evaluation afterwards are not timed; compilation would be. In quick mode it trains on
-# the 450-image sample with smaller batches; in real mode, on 54,000 digits with 6,000 held out.
+# the 450-image sample (3 epochs, peak rate 0.1); in real mode, on 54,000 digits with 6,000 held out.
 
 # %% tags=["nbval-ignore-output"]
 recipe = MnistRecipe()
 if QUICK:
-    recipe = replace(recipe, batch_size=64, lr=0.1, epochs=3)
+    recipe = replace(recipe, lr=0.1, epochs=3)
 print(recipe)
 result = speedrun.speedrun_mnist(recipe, seed=0, data=data, progress=not QUICK)
 label = " (quick sample)" if QUICK else ""
@@ -302,11 +303,13 @@ if recipe_runs and names:
     left.axvline(base, color="black", linestyle="--", label=f"the recipe ({base:.1f} s)")
     left.axvline(30, color="tab:red", linestyle=":", label="the 30 s budget")
     left.set_xlabel("training time, s (median over seeds)")
+    left.set_title("Training time")
     right.barh(bars, [100 * median_of(groups[t], "test_accuracy") for t in names], color="tab:green")
     right.axvline(base_accuracy, color="black", linestyle="--", label=f"the recipe ({base_accuracy:.2f} %)")
     right.axvline(99.0, color="tab:red", linestyle=":", label="99.0 %")
     right.set_xlim(97.5, 100)
     right.set_xlabel("test accuracy, % (median over seeds)")
+    right.set_title("Test accuracy")
     for ax in (left, right):
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)   # below: no legend over bars
     left.invert_yaxis()
@@ -321,7 +324,7 @@ if recipe_runs and names:
 # with batches of 256, without the one-cycle schedule or without BatchNorm every run ended less
 # accurate. Pooling first and bf16 cut the work of a step, but their savings over a whole run were
 # smaller than the timings' spread. A trick that helps a step need not show in the total: measure the
-# total. The lab has the table, seed by seed.
+# total. The lab compares them seed by seed.
 
 # %% [markdown]
 # ## CIFAR-10 on a CPU: the airbench network
@@ -355,9 +358,10 @@ print(f"an epoch of 50,000 images, forward and backward: about {3 * 50000 * air_
 # \cdot 3 = 12$ numbers) and its eigen-decomposition $C = V \Lambda V^\top$, the filters are the rows
 # of
 #
-# $$W = (\Lambda + \epsilon I)^{-1/2} V^\top, \qquad W C W^\top = \Lambda (\Lambda + \epsilon I)^{-1} \approx I,$$
+# $$W = (\Lambda + \epsilon I)^{-1/2} V^\top, \qquad W C W^\top = \Lambda (\Lambda + \epsilon I)^{-1},$$
 #
-# and their negatives, so that the activation after them keeps both signs: 24 filters whose weights
+# near $I$ where $\lambda \gg \epsilon$ ($\epsilon$ keeps faint, noisy directions from being blown
+# up), and their negatives, so that the activation after them keeps both signs: 24 filters whose weights
 # stay frozen (their biases train for the first 3 epochs, then stay). We centre the patches
 # (`torch.cov`); airbench uses the uncentred second moment. Computed on CIFAR-10 images and checked:
 
@@ -369,13 +373,14 @@ weights = cifar_speedrun.whitening_weights(sample, patch=2, eps=5e-4)
 patches = sample.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
 before = torch.cov(patches.T.double())
 after = torch.cov(F.conv2d(sample, weights[:12]).permute(0, 2, 3, 1).reshape(-1, 12).T.double())
-print(f"filters: {tuple(weights.shape)}; correlation of the first two values of a patch before: "
+print(f"filters: {tuple(weights.shape)}; correlation of two neighbouring red pixels before whitening: "
       f"{before[0, 1] / before[0, 0].sqrt() / before[1, 1].sqrt():.3f}")
 values = torch.linalg.eigvalsh(before)
 off_diagonal = after - torch.diag(torch.diagonal(after))
 print("after whitening, the patches' covariance is diagonal:", bool(off_diagonal.abs().max() < 1e-3))
 print("  with lambda / (lambda + eps) on the diagonal:",
       torch.allclose(torch.sort(torch.diagonal(after)).values, torch.sort(values / (values + 5e-4)).values, atol=1e-3))
+print("  that diagonal, smallest first:", " ".join(f"{v:.2f}" for v in torch.sort(torch.diagonal(after)).values))
 fig, axes = plt.subplots(1, 12, figsize=(11, 1.3))
 for ax, w in zip(axes, weights[:12]):
     ax.imshow(((w - w.min()) / (w.max() - w.min())).permute(1, 2, 0).numpy(), interpolation="nearest")
@@ -461,10 +466,10 @@ nb09.check_shift_images(shift_images)
 #
 # Random horizontal flips mirror each image with probability one half, independently every epoch:
 # over two epochs, a quarter of the images are never seen mirrored and a quarter only mirrored.
-# airbench flips a random half in the first epoch and then **exactly the other half** in the next,
-# alternating: every pair of epochs shows every image both ways - the same augmentation with less
-# randomness, which the paper reports trains better in short runs. `speedrun.alternating_flips`
-# gives the masks:
+# airbench mirrors each image with probability one half in the first epoch and then **exactly the
+# others** in the next, alternating: every pair of epochs shows every image both ways - the same
+# augmentation with less randomness, which the paper reports trains better in short runs.
+# `cifar_speedrun.alternating_flips` gives the masks:
 
 # %%
 masks = [cifar_speedrun.alternating_flips(10, epoch, seed=0) for epoch in range(4)]
@@ -523,7 +528,10 @@ print(f"{len(norms)} BatchNorm layers; scales trained: {any(m.weight.requires_gr
 # The optimizer is Nesterov SGD with momentum 0.85 and label smoothing 0.2. The rate rises linearly
 # from 0.2 to 1 of its peak over the first 23 % of the steps, then falls linearly to 0.07 of it. The
 # weight decay is given as the fraction of every weight removed per step at the peak rate, so that it
-# stays the same when the rate is changed. Every 5 steps **Lookahead** pulls the weights $\theta$
+# stays the same when the rate is changed.
+
+# %% [markdown]
+# Every 5 steps **Lookahead** pulls the weights $\theta$
 # towards a slow copy $\phi$ of themselves, and sets them to it:
 #
 # $$\phi \leftarrow \phi + (1 - d)\,(\theta - \phi), \qquad \theta \leftarrow \phi, \qquad d = 0.95^5 \left(\tfrac{t}{T}\right)^3 .$$
@@ -601,10 +609,9 @@ nb09.check_six_view_logits(six_view_logits)
 # ## The CIFAR-10 speedrun, live
 #
 # `cifar_speedrun.speedrun_cifar10` puts the pieces together: the data stored once as one tensor
-# (bfloat16 and channels_last where the CPU has native bf16), batches of 1,024, and a clock from the
-# whitening set-up to the last step. The full run takes about ten minutes on a 2-core CPU:
-# `cnncourse speedrun --task cifar10` (add `--data cifar10-jpeg --data-root FOLDER` for an
-# image-folder copy). Here it trains the quick sample - 2,000 images, 8 epochs, batches of 128, a
+# (channels_last; bfloat16 where the CPU has native bf16), batches of 1,024, and a clock from the
+# whitening set-up to the last step. The full run (`cnncourse speedrun --task cifar10`) takes
+# minutes. Here it trains the quick sample - 2,000 images, 8 epochs, batches of 128, a
 # narrower network - in well under a minute, to show that every piece works together and learns:
 
 # %% tags=["nbval-ignore-output"]
@@ -619,7 +626,7 @@ print(f"CIFAR-10 speedrun{label}: {air['train_seconds']:.1f} s of training on {a
 print("the run learned (test accuracy above 40 %, chance is 10 %):", air["test_accuracy"] > 0.4)
 
 # %% [markdown]
-# ## CIFAR-10 on a laptop CPU: the recorded runs
+# ## CIFAR-10 on a 2-core CPU: the recorded runs
 #
 # The number of epochs was chosen on 5,000 training images held out for validation (the lab shows the
 # search); then the recipe trained on all 50,000 images with three seeds, each in a fresh process with
@@ -631,9 +638,12 @@ cifar = reference.speedrun_results("speedrun-cifar10").get("recipe", [])
 if cifar:
     minutes = median_of(cifar, "train_seconds") / 60
     tests = [100 * r["test_accuracy"] for r in cifar]
-    print(f"{len(cifar)} seeds on {reference.speedrun_hardware(cifar[0])}")
-    print(f"training: median {minutes:.1f} minutes; test accuracy (JPEG copy) {statistics.mean(tests):.2f} "
-          f"± {statistics.pstdev(tests):.2f} % with six views, median {statistics.median(tests):.2f} %; "
+    data_name = cifar_speedrun.DATA_NAMES.get(cifar[0].get("data"), cifar[0].get("data"))
+    spread = (f" (mean ± sd) {statistics.mean(tests):.2f} ± {statistics.stdev(tests):.2f}" if len(tests) > 1
+              else f" {tests[0]:.2f}")
+    print(f"{len(cifar)} seed{'s' if len(cifar) > 1 else ''} on {reference.speedrun_hardware(cifar[0])}; data: {data_name}")
+    print(f"training: median {minutes:.1f} minutes; test accuracy{spread} % with six views, "
+          f"median {statistics.median(tests):.2f} %; "
           f"{100 * median_of(cifar, 'test_accuracy_no_tta'):.2f} % without test-time augmentation")
     print("median at least 93.0 % in at most 15 minutes:", statistics.median(tests) >= 93.0 and minutes <= 15)
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -642,9 +652,9 @@ if cifar:
                 marker="o", markersize=3, label=f"seed {r['seed']}: {100 * r['test_accuracy']:.2f} %")
     ax.axvline(15, color="tab:red", linestyle=":", label="the 15-minute budget")
     ax.set_xlabel("training time, minutes")
-    ax.set_ylabel("training loss (smoothed labels)")
+    ax.set_ylabel("training loss (label-smoothed), nats")
     ax.set_title("CIFAR-10 speedrun on the course's 2-core CPU (recorded runs)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2)   # below: no legend over lines
     ax.grid(alpha=0.3)
     fig.tight_layout()
     plt.show()
@@ -662,7 +672,7 @@ if cifar:
 # %% [markdown]
 # ## Experiment: how few epochs?
 #
-# With the live run's settings, train `cifar_speedrun.speedrun_cifar10(seed=S, epochs=E, val_fraction=0.1,
-# device="cpu", **quick_settings)` for E = 2, 4 and 8 and seeds 0 and 1 (in quick mode, seconds a run),
+# With the live run's settings, train `cifar_speedrun.speedrun_cifar10(seed=S, val_fraction=0.1,
+# device="cpu", **dict(quick_settings, epochs=E))` for E = 2, 4 and 8 and seeds 0 and 1 (in quick mode, seconds a run),
 # and plot `val_accuracy` against `train_seconds`. Where does another epoch stop paying? Then remove one
 # piece at 4 epochs (`translate=0`, say): is the change larger than the difference between two seeds?

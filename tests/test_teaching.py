@@ -222,3 +222,51 @@ def test_the_budget_counts_what_it_says():
         measured = BUDGET.measure(path, live_minutes=3.0)
     assert (measured["words"], measured["code_lines"], measured["exercises"]) == (6, 2, 1)
     assert measured["minutes"] == pytest.approx(6 / 150 + 2 / 10 + 3.0 + 8)
+
+
+# --------------------------------------------------------------------------------------- open experiments, teacher's guide
+TEACHERS = REPO / "TEACHERS.md"
+TEACHERS_PARTS = ("**What it asks.**", "**What to record.**", "**What a good answer shows.**")
+
+
+def _markdown_cells(path: Path):
+    import json
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] == "markdown":
+            yield "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+@pytest.mark.parametrize("path", BUDGET.lessons(), ids=lambda p: p.name[:2])
+def test_each_lesson_ends_with_an_open_experiment(path):
+    headings = [line for text in _markdown_cells(path) for line in text.splitlines()
+                if line.startswith("## Experiment")]
+    assert headings, f"{path.name} has no markdown heading starting '## Experiment' (its open experiment)"
+
+
+def _teachers_sections(text: str) -> dict:
+    """A teacher's guide's lesson sections: "NN" -> the section's text up to the next "## " heading."""
+    return {match.group(1): match.group(2)
+            for match in re.finditer(r"^## Lesson (\d\d)\b(.*?)(?=^## |\Z)", text, re.S | re.M)}
+
+
+def test_teachers_guide_has_no_placeholders():
+    text = TEACHERS.read_text()
+    assert "<!-- lesson" not in text, "TEACHERS.md still holds a `<!-- lesson NN -->` placeholder"
+
+
+@pytest.mark.parametrize("path", BUDGET.lessons(), ids=lambda p: p.name[:2])
+def test_teachers_guide_has_a_full_section_per_lesson(path):
+    sections = _teachers_sections(TEACHERS.read_text())
+    number = path.name[:2]
+    assert number in sections, f"TEACHERS.md has no section '## Lesson {number}' for {path.name}"
+    missing = [part for part in TEACHERS_PARTS if part not in sections[number]]
+    assert not missing, f"TEACHERS.md's section for lesson {number} lacks {', '.join(missing)}"
+
+
+def test_teachers_guide_reading_finds_what_is_missing():
+    sections = _teachers_sections("# Guide\n\n## Lesson 01: a - b?\n\n**What it asks.** x\n\n**What to record.** y\n\n"
+                                  "## Lesson 02: c - d?\n\n**What it asks.** x\n\n**What to record.** y\n\n"
+                                  "**What a good answer shows.**\n- z\n\n## Lesson 03 placeholder\n")
+    assert set(sections) == {"01", "02", "03"}
+    assert [part in sections["01"] for part in TEACHERS_PARTS] == [True, True, False]
+    assert all(part in sections["02"] for part in TEACHERS_PARTS)

@@ -125,9 +125,9 @@ for key, (value, source) in article_settings.items():
 # results/run_experiments.sh DATA 2 fmnist-2x2`). The **network's share** is the mean over the two
 # recipes of ResNet-20's validation accuracy minus ResNet-50's; the **recipe's share** the mean over
 # the two networks of the course's recipe minus the article's. One seed each, since the article's
-# network costs 10-20 minutes an epoch on one thread of this course's CPU: in lesson 2, three seeds
-# of each LeNet recipe ended 1-4.5 points apart, so a gap of a point or two between two single runs
-# settles nothing.
+# network costs 10-20 minutes an epoch on one thread of this course's CPU. In lesson 2, three seeds
+# of one LeNet recipe ended between 1.3 and 4.4 points apart (11 for LeNet without BatchNorm), so a
+# gap of a point or two between two single runs settles nothing.
 
 # %%
 cells = reference.controlled()["fmnist-2x2"]["groups"]
@@ -186,9 +186,10 @@ fig.tight_layout()
 #   its four and a half points by the two shares; with the interaction, that split summarises these
 #   four runs rather than a law.
 # * **A single epoch is a noisy measurement.** Validation accuracy can fall sharply from one epoch to
-#   the next: by ten and a half points for ResNet-20 in the epoch after the one-cycle rate peaked, by
-#   six and nearly eight for the article's network (the next section looks at those two falls). More
-#   seeds would tighten every statement above; the small margin under the article's recipe most.
+#   the next: by ten and a half points for ResNet-20 in its fifth epoch (its one-cycle rate peaked at
+#   the end of the third), by six and nearly eight for the article's network (the next section looks
+#   at those two falls). More seeds would tighten every statement above; the small margin under the
+#   article's recipe most.
 
 # %% [markdown]
 # ## Two recordings of the article's set-up

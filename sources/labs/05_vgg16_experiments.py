@@ -232,5 +232,3 @@ print(f"recipe of that run: {settings['optimizer']} (learning rate {settings['lr
       f"augmentation {settings['augment']}")
 print(f"its training loss per epoch: {[round(r['train_loss'], 3) for r in run['history']]} (ln 10 = {math.log(10):.3f})")
 
-# %%
-print(reference.history_table(["galaxy10-vgg16-quick"]))

@@ -160,8 +160,9 @@ for name, (model, layer, shown, (jump, start)) in NETWORKS.items():
 # moves outwards), while the interpolated peak runs from 0.5 to 30.5: the map is drawn 1.6 times too
 # wide. ResNet-20's cells see more than the whole 28-pixel image, so their rows reach both borders and
 # their printed centre says nothing; its padded convolutions keep the centres on $4i$ (which a 96-pixel
-# image confirms in `tests/test_nb07.py`), and interpolation draws them 1.5 pixels further on, at
-# $4i + 1.5$, away from the borders.
+# image confirms in `tests/test_nb07.py`), and interpolation draws every cell 1.5 pixels further down
+# and to the right, at $4i + 1.5$ (the printed peaks of the first and last cell again move outwards,
+# where the edge value fills the border).
 
 # %% [markdown]
 # ## The hiding test in full
@@ -359,8 +360,9 @@ else:
         print(f"Download {IMAGENET_WEIGHTS.url} by hand into $TORCH_HOME/hub/checkpoints/ and run this cell again.")
 
 # %% [markdown]
-# The data and the training function of both runs. In quick mode nothing trains: one batch of the
-# 200 bundled images goes through an untrained ResNet-50 to check the data path.
+# The data and the training function of both runs. In quick mode nothing trains: eight training images
+# of the bundled quick sample go through an untrained ResNet-50, kept at 32 x 32 pixels (224 would be
+# slow on a CPU), to check the data path.
 
 # %%
 IMAGE_SIZE, EPOCHS, BATCH_SIZE = 224, 5, 64
@@ -388,8 +390,8 @@ if QUICK:
     images = next(iter(train_loader))[0][:8].cpu()
     with torch.no_grad():
         logits = at_size(resnet50(num_classes=10), 32).eval()(images)
-    print(f"data path: {tuple(images.shape)} training images, resized inside the model, give logits "
-          f"{tuple(logits.shape)}")
+    print(f"data path: {tuple(images.shape)} training images, through the model's resize layer (here to "
+          f"32 x 32, not {IMAGE_SIZE}), give logits {tuple(logits.shape)}")
 
 # %% tags=["nbval-ignore-output"]
 histories = {"from scratch": None, "fine-tuned from ImageNet (IMAGENET1K_V2)": None}

@@ -262,8 +262,8 @@ print(f"correlation of the map with the patches' brightness, |r| on average: "
 # %% [markdown]
 # The class token's attention in the last block is far from uniform: its largest weight on a patch
 # is several times 1/64 on average (the first line), so the bright spots of the lesson's maps are real
-# concentrations, not the scaling's doing. The maps follow the patches' brightness only weakly (the
-# second line). Attention weights are not an explanation by themselves: Jain and Wallace (2019) showed
+# concentrations, not the scaling's doing. The maps follow the patches' brightness only in part (the
+# second line: an average |r| of about a third, where a map that copied the brightness would give 1). Attention weights are not an explanation by themselves: Jain and Wallace (2019) showed
 # for text models that quite different attention weights can give the same prediction, and notebook
 # 7's masking test is the way to check what a map is worth.
 
