@@ -1,10 +1,12 @@
-"""The course's two global settings: quick mode and the data folder.
+"""The course's global settings: quick mode, the data folder and the runs folder.
 
 Quick mode (``CNNCOURSE_QUICK=1`` or :func:`set_quick_mode`) makes every data set
 call return the small real samples shipped inside the package, so that notebooks
 and tests run in seconds on a CPU with no network.  The data folder is where full
 data sets are downloaded: the ``root`` argument, else ``CNNCOURSE_DATA``, else
-``~/.cache/cnncourse``.
+``~/.cache/cnncourse``. The runs folder is where the lessons' real runs keep their checkpoints:
+``CNNCOURSE_RUNS``, else ``runs`` beside the notebook (in Colab, :mod:`cnncourse.colab` points both
+folders at Google Drive, where they survive a disconnected runtime).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Iterator, Optional
 
 QUICK_ENV = "CNNCOURSE_QUICK"
 DATA_ENV = "CNNCOURSE_DATA"
+RUNS_ENV = "CNNCOURSE_RUNS"
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "cnncourse"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -60,3 +63,9 @@ def data_root(root: "str | os.PathLike[str] | None" = None) -> Path:
     if env:
         return Path(env).expanduser()
     return DEFAULT_DATA_ROOT
+
+
+def runs_root() -> Path:
+    """The folder for the lessons' checkpoints and run folders: ``$CNNCOURSE_RUNS``, else ``runs``."""
+    env = os.environ.get(RUNS_ENV)
+    return Path(env).expanduser() if env else Path("runs")

@@ -16,12 +16,14 @@
 # real: use a GPU.
 
 # %%
-# Setup. In Google Colab: fetch the course (package, notebooks, recorded results) and install it.
+# Setup. In Google Colab: fetch the course (package, notebooks, recorded results), install it, and keep
+# data and checkpoints on Google Drive, where a disconnected runtime does not lose them (USE_DRIVE).
 # Anywhere else this does nothing: install once with `pip install -e ".[dev]"` in the repository.
 import os
 import subprocess
 import sys
 
+USE_DRIVE = True
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
         subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
@@ -29,6 +31,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")
     os.chdir("/content/cnncourse/notebooks")
+    import cnncourse.colab
+    cnncourse.colab.setup(use_drive=USE_DRIVE)
 
 # %% tags=["nbval-ignore-output"]
 import copy
@@ -53,7 +57,7 @@ QUICK = cnncourse.quick_mode()    # cnncourse.set_quick_mode(True) here chooses 
 DEVICE = cnncourse.get_device()
 EPOCHS = 8 if QUICK else 10       # the article trained for 10 epochs
 BATCH_SIZE = 64                   # the article's batch size
-RUNS = Path("runs")               # checkpoints of the real runs (quick mode writes none)
+RUNS = cnncourse.runs_root()     # checkpoints of the real runs (in Colab on Drive; quick mode writes none)
 if QUICK:
     torch.set_num_threads(1)      # our choice for quick mode: one thread, so CI can run notebooks side by side
 print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs:", EPOCHS)

@@ -15,12 +15,14 @@
 # top of the next cell to train on all of MNIST.
 
 # %%
-# Setup. In Google Colab: fetch the course (package, notebooks, recorded results) and install it.
+# Setup. In Google Colab: fetch the course (package, notebooks, recorded results), install it, and keep
+# data and checkpoints on Google Drive, where a disconnected runtime does not lose them (USE_DRIVE).
 # Anywhere else this does nothing: install once with `pip install -e ".[dev]"` in the repository.
 import os
 import subprocess
 import sys
 
+USE_DRIVE = True
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
         subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
@@ -28,6 +30,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")
     os.chdir("/content/cnncourse/notebooks")
+    import cnncourse.colab
+    cnncourse.colab.setup(use_drive=USE_DRIVE)
 
 # %% tags=["nbval-ignore-output"]
 %matplotlib inline
@@ -533,7 +537,7 @@ train_data, val_data, test_data = fast_loaders("mnist", batch_size=BATCH_SIZE, a
                                                val_fraction=0.1)
 cnncourse.seed_everything(0)
 mnist_model = resnet20(num_classes=10, in_channels=1)
-checkpoint = None if QUICK else Path("runs") / "mnist-resnet20.pt"   # real mode: resumes after a disconnect
+checkpoint = None if QUICK else cnncourse.runs_root() / "mnist-resnet20.pt"   # real mode: resumes after a disconnect
 history = fit(mnist_model, train_data, test_data, epochs=EPOCHS, optimizer="adamw", lr=3e-3, weight_decay=0.05,
               schedule="onecycle", device=DEVICE, checkpoint=checkpoint, resume=checkpoint is not None,
               val_data=val_data)

@@ -17,12 +17,14 @@
 # The evidence (controlled runs, audits, costs) is in [the lab](labs/04_resnet50_experiments.ipynb).
 
 # %%
-# Setup. In Google Colab: fetch the course (package, notebooks, recorded results) and install it.
+# Setup. In Google Colab: fetch the course (package, notebooks, recorded results), install it, and keep
+# data and checkpoints on Google Drive, where a disconnected runtime does not lose them (USE_DRIVE).
 # Anywhere else this does nothing: install once with `pip install -e ".[dev]"` in the repository.
 import os
 import subprocess
 import sys
 
+USE_DRIVE = True
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
         subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
@@ -30,6 +32,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")
     os.chdir("/content/cnncourse/notebooks")
+    import cnncourse.colab
+    cnncourse.colab.setup(use_drive=USE_DRIVE)
 
 # %% [markdown]
 # **Quick mode.** With `CNNCOURSE_QUICK=1` in the environment (the test suite and the notebook
@@ -61,7 +65,7 @@ DEVICE = cnncourse.get_device()
 RECIPE_EPOCHS = 12 if QUICK else 15        # the course's recipe: more, shorter epochs in quick mode
 RECIPE_BATCH_SIZE = 32 if QUICK else 128  # 450 training images (500 less the hold-out) make 15 steps at 32
 RUN = "quick sample" if QUICK else "full data"
-RUNS = Path("runs")                       # checkpoints of the real run (quick mode writes none)
+RUNS = cnncourse.runs_root()             # checkpoints of the real run (in Colab on Drive; quick mode writes none)
 print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs:", RECIPE_EPOCHS, "| batch:", RECIPE_BATCH_SIZE)
 print(cnncourse.describe_device())
 

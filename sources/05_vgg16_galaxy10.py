@@ -17,12 +17,14 @@
 # costs, the recorded quick-sample runs - is in [the lab](labs/05_vgg16_experiments.ipynb).
 
 # %%
-# Setup. In Google Colab: fetch the course (package, notebooks, recorded results) and install it.
+# Setup. In Google Colab: fetch the course (package, notebooks, recorded results), install it, and keep
+# data and checkpoints on Google Drive, where a disconnected runtime does not lose them (USE_DRIVE).
 # Anywhere else this does nothing: install once with `pip install -e ".[dev]"` in the repository.
 import os
 import subprocess
 import sys
 
+USE_DRIVE = True
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
         subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
@@ -30,6 +32,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")
     os.chdir("/content/cnncourse/notebooks")
+    import cnncourse.colab
+    cnncourse.colab.setup(use_drive=USE_DRIVE)
 
 # %% tags=["nbval-ignore-output"]
 import math
@@ -476,7 +480,7 @@ print("VGG16 at 1e-3 ends at a uniform guess (last loss within 0.01 of ln 10):",
 # %%
 RECIPE = {"model": "vgg16", "data": "galaxy10", "image-size": 128, "epochs": 30, "batch-size": 64,
           "optimizer": "adam", "lr": "1e-4", "val-fraction": 0.1, "seed": 0}
-DRIVE = "/content/drive/MyDrive/cnncourse"   # Google Drive: survives a disconnected runtime
+DRIVE = cnncourse.colab.DRIVE_FOLDER          # where the set-up cell keeps data and runs in Colab
 print("cnncourse train " + " ".join(f"--{key} {value}" for key, value in RECIPE.items())
       + f" --augment --data-root {DRIVE}/data --out {DRIVE}/runs/galaxy10-vgg16")
 T4_MACS_PER_S = 4e12                          # assumed sustained rate on a Colab T4 (mixed precision)
@@ -492,8 +496,8 @@ for size in (128, 224):
           f"estimate on a T4: about {total / T4_MACS_PER_S / 60:.0f} minutes")
 
 # %% [markdown]
-# To run it: in Colab choose *Runtime > Change runtime type > T4 GPU*, run this notebook's setup cell,
-# mount your Drive (`from google.colab import drive; drive.mount("/content/drive")`), and run the
+# To run it: in Colab choose *Runtime > Change runtime type > T4 GPU*, run this notebook's setup cell
+# (it mounts your Google Drive: allow it), and run the
 # printed command in a cell, preceded by `!`. The first run downloads the 2.5 GB file into `data/` on
 # your Drive; reading and resizing it, not counted above, takes extra minutes. After every epoch the run
 # writes a checkpoint; should the runtime disconnect, `!cnncourse train --out .../runs/galaxy10-vgg16

@@ -19,12 +19,14 @@
 # [the lab](labs/06_resnet50_galaxy_experiments.ipynb).
 
 # %%
-# Setup. In Google Colab: fetch the course (package, notebooks, recorded results) and install it.
+# Setup. In Google Colab: fetch the course (package, notebooks, recorded results), install it, and keep
+# data and checkpoints on Google Drive, where a disconnected runtime does not lose them (USE_DRIVE).
 # Anywhere else this does nothing: install once with `pip install -e ".[dev]"` in the repository.
 import os
 import subprocess
 import sys
 
+USE_DRIVE = True
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
         subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
@@ -32,6 +34,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")
     os.chdir("/content/cnncourse/notebooks")
+    import cnncourse.colab
+    cnncourse.colab.setup(use_drive=USE_DRIVE)
 
 # %% tags=["nbval-ignore-output"]
 import torch
@@ -271,7 +275,7 @@ nb06.check_bottleneck_macs(bottleneck_macs)
 # ResNet-50's is the more optimistic of the two.
 
 # %%
-DRIVE = "/content/drive/MyDrive/cnncourse"   # Google Drive: survives a disconnected runtime
+DRIVE = cnncourse.colab.DRIVE_FOLDER          # where the set-up cell keeps data and runs in Colab
 COMMON = "--data galaxy10 --image-size 128 --epochs 30 --batch-size 64 --optimizer adam --lr 1e-4 --val-fraction 0.1 --seed 0"
 T4_MACS_PER_S = 4e12                          # assumed sustained rate on a Colab T4 (mixed precision)
 CLASS_COUNTS = [1081, 1853, 2645, 2027, 334, 2043, 1829, 2628, 1423, 1873]   # Galaxy10 DECaLS, lesson 5
@@ -287,8 +291,8 @@ for model, title in (("vgg16", "VGG16"), ("resnet50_galaxy_article", "ResNet-50 
         print(f"cnncourse train --model {model} {COMMON} {augment} --data-root {DRIVE}/data --out {DRIVE}/runs/{name}")
 
 # %% [markdown]
-# To run them: in Colab choose *Runtime > Change runtime type > T4 GPU*, run the setup cell, mount your
-# Drive (`from google.colab import drive; drive.mount("/content/drive")`), and run each printed command
+# To run them: in Colab choose *Runtime > Change runtime type > T4 GPU*, run the setup cell (it mounts your Google
+# Drive: allow it), and run each printed command
 # in a cell, preceded by `!`. The first downloads the 2.5 GB file into your Drive; each run reads it
 # again, which adds minutes the estimate leaves out. After a disconnect, the same command with only
 # `--out ... --resume` continues a run. Then set the curves side by side:

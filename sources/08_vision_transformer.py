@@ -15,12 +15,14 @@
 # 9 speedrun.
 
 # %%
-# Setup. In Google Colab: fetch the course (package, notebooks, recorded results) and install it.
+# Setup. In Google Colab: fetch the course (package, notebooks, recorded results), install it, and keep
+# data and checkpoints on Google Drive, where a disconnected runtime does not lose them (USE_DRIVE).
 # Anywhere else this does nothing: install once with `pip install -e ".[dev]"` in the repository.
 import os
 import subprocess
 import sys
 
+USE_DRIVE = True
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
         subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
@@ -28,6 +30,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")
     os.chdir("/content/cnncourse/notebooks")
+    import cnncourse.colab
+    cnncourse.colab.setup(use_drive=USE_DRIVE)
 
 # %% [markdown]
 # **Quick mode.** With `CNNCOURSE_QUICK=1` (the test suite sets it) the data is a small real sample

@@ -9,12 +9,14 @@
 # runs recorded in `results/`; nothing is trained, so the lab runs in seconds, in quick mode too.
 
 # %%
-# Setup. In Google Colab: fetch the course (package, notebooks, recorded results) and install it.
+# Setup. In Google Colab: fetch the course (package, notebooks, recorded results), install it, and keep
+# data and checkpoints on Google Drive, where a disconnected runtime does not lose them (USE_DRIVE).
 # Anywhere else this does nothing: install once with `pip install -e ".[dev]"` in the repository.
 import os
 import subprocess
 import sys
 
+USE_DRIVE = True
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/cnncourse"):
         subprocess.run(["git", "clone", "--depth", "1", "https://github.com/cnncourse/cnncourse",
@@ -22,6 +24,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/cnncourse"], check=True)
     sys.path.insert(0, "/content/cnncourse")
     os.chdir("/content/cnncourse/notebooks/labs")
+    import cnncourse.colab
+    cnncourse.colab.setup(use_drive=USE_DRIVE)
 
 # %% tags=["nbval-ignore-output"]
 import json
