@@ -61,7 +61,7 @@ from cnncourse.train import fit
 
 QUICK = cnncourse.quick_mode()
 DEVICE = cnncourse.get_device()
-RUNS = Path("runs")               # checkpoints of real runs (quick mode writes none)
+RUNS = cnncourse.runs_root()     # checkpoints of real runs (in Colab on Drive; quick mode writes none)
 if QUICK:
     torch.set_num_threads(1)      # batches this small train fastest on one thread, also on a busy CPU
 print("torch", torch.__version__, "| torchvision", torchvision.__version__, "| quick mode:", QUICK)
