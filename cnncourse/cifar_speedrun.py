@@ -44,7 +44,8 @@ MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 @dataclass(frozen=True)
 class CifarRecipe:
     """The CIFAR-10 speedrun's settings; ``replace(recipe, **TRICKS[name][1])`` removes one piece."""
-    epochs: float = 10.0            # may be fractional: the run stops after ceil(epochs x steps per epoch) steps
+    epochs: float = 12.0            # chosen on validation (results/speedrun-cifar10/search-choice.json); may be
+    # fractional: the run stops after ceil(epochs x steps per epoch) steps
     batch_size: int = 1024
     lr: float = 1.5                 # peak rate for the loss averaged over a batch (the summed loss gets lr / batch)
     momentum: float = 0.85          # Nesterov

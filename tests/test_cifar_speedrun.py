@@ -242,3 +242,19 @@ def test_recorded_tables_read_the_runs_medians_and_the_goal(tmp_path):
     assert "| Lookahead | plain Nesterov SGD, no pull towards the slow weights | 1 | 9.8 min | 0.94 | 92.00 % | 91.00 % |" \
         in text
     assert "missed: 0.40 points short" in cs.recorded_tables(tmp_path, accuracy=0.935)
+
+
+def test_the_recipe_is_the_recorded_choice_and_its_runs_used_it():
+    """CifarRecipe's epochs are those the search chose on validation, and every recorded recipe run
+    (results/speedrun-cifar10/recipe-s*) trained the recipe as the code defines it."""
+    from pathlib import Path
+    folder = Path(__file__).resolve().parents[1] / "results" / "speedrun-cifar10"
+    choice = json.loads((folder / "search-choice.json").read_text())
+    assert cs.CifarRecipe().epochs == choice["epochs"]
+    searched = {json.loads(p.read_text())["recipe"]["epochs"] for p in folder.glob("search/*/metrics.json")}
+    assert choice["epochs"] in searched
+    from dataclasses import asdict
+    for run in folder.glob("recipe-s*/metrics.json"):
+        recorded = json.loads(run.read_text())
+        assert recorded["recipe"] == json.loads(json.dumps(asdict(cs.CifarRecipe()))), run.parent.name
+        assert recorded["removed_trick"] is None and "val_accuracy" not in recorded
