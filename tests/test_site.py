@@ -84,11 +84,15 @@ class Site:
         return (self.root / page).read_text(encoding="utf-8")
 
 
-@pytest.fixture(scope="session")
-def site(tmp_path_factory) -> Site:
+def _require_docs_extra() -> None:
     missing = [name for name in DOCS_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         _unavailable(f"the docs extra is not installed (no {', '.join(missing)}): pip install -e \".[docs]\"")
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Site:
+    _require_docs_extra()
     out = tmp_path_factory.mktemp("site")
     warnings = out / "warnings.txt"
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-w", str(warnings), "-d", str(out / "doctrees"),
@@ -115,6 +119,7 @@ def base_url(site):
 
 @pytest.fixture(scope="session")
 def browser():
+    _require_docs_extra()        # playwright comes with the docs extra; Chromium may be there without it
     path = chromium_path()
     if path is None:
         _unavailable("no Chromium found (apt-get install chromium, or set CNNCOURSE_CHROMIUM to its path)")
