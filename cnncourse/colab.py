@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-from cnncourse.config import DATA_ENV, RUNS_ENV
+from cnncourse.config import DATA_ENV, RUNS_ENV, data_root, runs_root
 
 DRIVE_MOUNT = "/content/drive"
 DRIVE_FOLDER = "/content/drive/MyDrive/cnncourse"      # data/ and runs/ go here
@@ -38,7 +38,6 @@ def setup(use_drive: bool = True, folder: Optional[str] = None) -> Dict[str, obj
     :data:`DRIVE_FOLDER`), so a run resumes after a disconnect; settings the user made are kept. Say
     how to switch to a GPU runtime where there is none. Outside Colab nothing changes.
     Returns where data and runs go, and whether a GPU is there."""
-    from cnncourse.config import data_root, runs_root
     colab = in_colab()
     drive = False
     if colab and use_drive:
