@@ -667,15 +667,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from cnncourse.checkpointing import CheckpointWriteError
     from cnncourse.data import ChecksumError, DataUnavailableError
     try:
-        if args.command == "train":
-            return train_command(args, argv)
-        if args.command == "speedrun":
-            return speedrun_command(args, argv)
-        if args.command == "models":
-            return models_command()
-        if args.command == "datasets":
-            return datasets_command()
-        return info_command()
+        status = _dispatch(args, argv)
     except UsageError as error:
         print(f"cnncourse {args.command}: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -694,14 +686,30 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"cnncourse {args.command}: {for_command_line(str(error))}", file=sys.stderr)
         return EXIT_USAGE
-    finally:
-        _leave_process_group()
+    _leave_process_group()  # only after a clean end: a process that failed just exits, and torchrun stops the rest
+    return status
+
+
+def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.command == "train":
+        return train_command(args, argv)
+    if args.command == "speedrun":
+        return speedrun_command(args, argv)
+    if args.command == "models":
+        return models_command()
+    if args.command == "datasets":
+        return datasets_command()
+    return info_command()
 
 
 def _leave_process_group() -> None:
+    """Under torchrun, all processes meet at a barrier, then leave the group together. Without the barrier,
+    rank 1 left while rank 0 still wrote metrics.json and the figures, and rank 0's destroy_process_group
+    then hung now and then under torch 2.3 (gloo; pytorch/pytorch#75097)."""
     if "torch" in sys.modules:
         import torch.distributed as dist
         if dist.is_available() and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 
