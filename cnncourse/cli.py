@@ -187,7 +187,7 @@ def _provenance(argv: Sequence[str], config: TrainConfig, out: Path, device, sta
     ``command`` re-runs the whole experiment (also after a resume); ``argv`` is what was typed."""
     import torch
     import torchvision
-    from cnncourse.config import quick_mode
+    from cnncourse.config import quick_mode, scale
     return {
         "command": config.command(str(out)),
         "argv": list(argv),
@@ -204,6 +204,7 @@ def _provenance(argv: Sequence[str], config: TrainConfig, out: Path, device, sta
         "torch_threads": torch.get_num_threads(),
         "world_size": world_size,
         "quick_mode": quick_mode(),
+        "scale": scale(),
         "git_commit": git["commit"],
         "git_dirty": git["dirty"],
         "resumed_from_epoch": resumed_from,
@@ -437,6 +438,8 @@ def _train(config: TrainConfig, out: Path, resumed_state: Optional[dict], progre
     from cnncourse import config as course_config
     if config.quick:
         course_config.set_quick_mode(True)
+    elif not course_config.quick_mode():  # the command trains on the data set --data names, Galaxy10 included:
+        course_config.set_scale("full")   # the laptop scale's Galaxy10 sample is for the lessons
     from cnncourse.parallel import setup as parallel_setup
     from cnncourse.train import TrainingDiverged, fit
     from cnncourse.utils import count_parameters, get_device, seed_everything
@@ -617,7 +620,7 @@ def datasets_command() -> int:
 def info_command() -> int:
     import torch
     import torchvision
-    from cnncourse.config import data_root, quick_mode
+    from cnncourse.config import SCALES, data_root, scale
     from cnncourse.utils import describe_device
     print(f"cnncourse   {_version()}\ntorch       {torch.__version__}\ntorchvision {torchvision.__version__}")
     print(f"python      {platform.python_version()} ({platform.platform()})")
@@ -627,7 +630,7 @@ def info_command() -> int:
     bf16 = {True: "yes (--amp bf16 can speed up ResNets)", False: "no (--amp bf16 would be ~10x slower: keep it off)",
             None: "unknown"}[cpu_has_native_bf16()]
     print(f"native bf16 {bf16}")
-    print(f"quick mode  {'on' if quick_mode() else 'off'}\ndata folder {data_root()}")
+    print(f"scale       {scale()} ({SCALES[scale()]})\ndata folder {data_root()}")
     return EXIT_OK
 
 

@@ -1,7 +1,7 @@
 """Build the course notebooks from their jupytext sources and run them to store their outputs.
 
 ``sources/NN_name.py`` (jupytext's percent format, paired with ``notebooks/NN_name.ipynb`` by
-``jupytext.toml``; a lesson's lab ``sources/labs/NN_topic.py`` with ``notebooks/labs/NN_topic.ipynb``) is read with jupytext, run top to bottom in quick mode with nbclient, and
+``jupytext.toml``; a lesson's lab ``sources/labs/NN_topic.py`` with ``notebooks/labs/NN_topic.ipynb``) is read with jupytext, run top to bottom with nbclient (at the sample scale, quick mode, unless --scale says otherwise), and
 written as the notebook, so the committed notebook carries the outputs nbval compares. jupytext
 does the pairing; this script adds what it cannot: quick mode while executing, and the repository
 address of pyproject.toml written into each source's Colab badge and setup cell first.
@@ -45,6 +45,18 @@ def with_repository(text: str, slug: str) -> str:
     return text.replace(f"/{match.group(1)}/", f"/{slug}/").replace(f"/{match.group(1)}\"", f"/{slug}\"")
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
 def all_sources() -> list:
     """The lessons' sources (sources/NN_*.py), then the labs' (sources/labs/NN_*.py)."""
     return sorted(SOURCES.glob("[0-9][0-9]_*.py")) + sorted(SOURCES.glob("labs/[0-9][0-9]_*.py"))
@@ -55,7 +67,7 @@ def notebook_for(source: Path) -> Path:
     return (REPO / "notebooks" / source.relative_to(SOURCES)).with_suffix(".ipynb")
 
 
-def build(source: Path, execute: bool, timeout: int) -> Path:
+def build(source: Path, execute: bool, timeout: int, scale: str = "sample") -> Path:
     text = source.read_text()
     updated = with_repository(text, repository())
     if updated != text:
@@ -64,12 +76,17 @@ def build(source: Path, execute: bool, timeout: int) -> Path:
     notebook.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}
     target = notebook_for(source)
     if execute:
-        os.environ["CNNCOURSE_QUICK"] = "1"
+        os.environ["CNNCOURSE_QUICK"] = "1" if scale == "sample" else "0"
+        os.environ["CNNCOURSE_SCALE"] = scale
         os.environ["TQDM_DISABLE"] = "1"
         start = time.perf_counter()
         NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(target.parent)}}).execute()
-        print(f"{target.name}: executed in {time.perf_counter() - start:.1f} s")
+        seconds = time.perf_counter() - start
+        # What the stored outputs were made with: the site and the timing record say it beside them.
+        notebook.metadata["cnncourse"] = {"scale": scale, "cpu": cpu_name(), "logical_cpus": os.cpu_count(),
+                                          "executed_seconds": round(seconds, 1)}
+        print(f"{target.name}: executed at the {scale} scale in {seconds:.1f} s")
     for cell in notebook.cells:  # keep diffs small: no execution timestamps
         cell.get("metadata", {}).pop("execution", None)
     jupytext.write(notebook, target, fmt="ipynb")
@@ -81,6 +98,10 @@ def main(argv=None) -> int:
     parser.add_argument("prefixes", nargs="*", help="build only notebooks whose file names start with these")
     parser.add_argument("--no-execute", action="store_true", help="write the notebooks without running them")
     parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    parser.add_argument("--scale", choices=("sample", "laptop", "full"), default="sample",
+                        help="the scale the stored outputs are made at (nbval re-runs them at 'sample'; "
+                             "give --scale laptop for a lesson whose scale-dependent cells are tagged "
+                             "nbval-ignore-output, with CNNCOURSE_DATA naming a folder that holds the data)")
     args = parser.parse_args(argv)
     sources = all_sources()
     if args.prefixes:
@@ -90,7 +111,7 @@ def main(argv=None) -> int:
         print("no notebook sources matched", file=sys.stderr)
         return 1
     for source in sources:
-        build(source, execute=not args.no_execute, timeout=args.timeout)
+        build(source, execute=not args.no_execute, timeout=args.timeout, scale=args.scale)
     return 0
 
 

@@ -78,7 +78,7 @@ def table() -> str:
     for path in lessons():
         m = measure(path, runs.get(path.stem))
         within = all(m[key] <= limit for key, limit in LIMITS.items())
-        live = "not timed yet (0 counted)" if m["live_minutes"] is None else f"{m['live_minutes']:.0f} min"
+        live = "not timed yet (0 counted)" if m["live_minutes"] is None else f"{m['live_minutes']:.1f} min (laptop scale)"
         rows.append(f"| [{path.stem[:2]}](notebooks/{path.name}) | {m['cells']} | {m['words']:,} | {m['code_lines']:,} "
                     f"| {m['exercises']} | {live} | {m['minutes']:.0f} | {'yes' if within else 'no'} |")
         for lab in labs(path):

@@ -9,6 +9,10 @@
 # and what the trained network learned. The evidence (controlled runs over seeds, costs, audits) is
 # in [the lab](labs/02_lenet_experiments.ipynb).
 #
+# *Retold from* 「畳み込みニューラルネットワークの理論とPyTorchによるLeNetの実装」 (AGIRobots), its
+# second half: its LeNet, settings and accuracy curve; the BatchNorm and loop by hand, the hold-out
+# and the better recipe chosen on it are the course's.
+#
 # **Quick mode** (`CNNCOURSE_QUICK=1`, set by the tests) swaps CIFAR-10 for a real sample shipped with
 # the package, 2,000 training and 200 test images; live runs make 8 passes over it, about a minute on a
 # laptop CPU. The stored outputs show this **quick sample**; figures of a trained network use weights

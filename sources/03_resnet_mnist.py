@@ -9,6 +9,10 @@
 # ResNet-20 trained live on MNIST; the recorded runs. Their evidence (every seed, a precision study,
 # longer runs, costs) is in [the lab](labs/03_resnet_experiments.ipynb).
 #
+# *Retold from* 「PyTorch 0.4.1 examples (コード解説) : 画像分類 – MNIST (ResNet)」 (ClassCat,
+# 2018-08-10), itself based on pytorch/examples and keras-team/keras: its blocks and its MNIST run;
+# He et al.'s CIFAR ResNet-20, the hold-out and the degradation runs are the course's.
+#
 # **Quick mode.** With `CNNCOURSE_QUICK=1` (set by the tests and the notebook builder) the data calls
 # return a small sample of MNIST (500 training, 200 test digits) and the live run, 8 epochs of 15 steps,
 # fits a CPU: the stored outputs show that quick sample. Call `cnncourse.set_quick_mode(False)` at the

@@ -8,6 +8,10 @@
 # test accuracy after 400 epochs. We rebuild its network in PyTorch and ask what a parameter count
 # hides: how large are the maps each layer sees?
 #
+# *Retold from* 「TensorFlow2.0を使ってFashion-MNISTをResNet-50で学習する」 (Qiita): its Keras
+# network, counted to the parameter, and its settings; the PyTorch rebuild, the map sizes, the
+# small-image stem and the 2 x 2 of runs are the course's.
+#
 # 1. Fashion-MNIST and the bottleneck block;
 # 2. the article's ResNet-50, rebuilt and counted, against the paper's;
 # 3. where the 28 pixels go, and the weights that never meet a pixel;

@@ -7,6 +7,10 @@
 # photographs, galaxies, and to the network a Japanese blog series on galaxy classification tried
 # first: VGG16 (Simonyan and Zisserman, 2014), the network that made "stack 3x3 convolutions" the rule.
 #
+# *Retold from* 「Deep Learning (CNN) による銀河形状分類(その2)」, part 2 of that series: its
+# VGG16, augmentation and remark on the learning rate; the learning-rate sweep and the costs are
+# the course's. The full Galaxy10 (2.5 GB) was not available to our runs.
+#
 # 1. Galaxy10 DECaLS, and why its splits are stratified;
 # 2. why small filters: receptive field and parameters of a stack, measured with autograd;
 # 3. VGG16 written as data, where its 134 million parameters live, and the dropout that guards them;

@@ -8,6 +8,10 @@
 # that the ResNet converged better and trained faster. This lesson rebuilds that network to the parameter
 # and asks what "faster" can mean when one network has four times the arithmetic of the other.
 #
+# *Retold from* 「Deep Learning (CNN) による銀河形状分類(その3)」, part 3 of the galaxy series: its
+# ResNet-50, results and times; the multiply-add costs and the estimates are the course's. The
+# full Galaxy10 (2.5 GB) was not available to our runs.
+#
 # 1. the article's ResNet-50: its bottleneck blocks by formula, its shapes, and why it has 18,880
 #    parameters more than torchvision's;
 # 2. what the article measured;

@@ -16,8 +16,9 @@ SHARED_DATASETS = Path(os.environ.get("CNNCOURSE_SHARED_DATASETS", REPO.parent /
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch, tmp_path_factory):
-    """Every test starts in full mode with an empty private data folder, whatever the caller set."""
+    """Every test starts at the full scale with an empty private data folder, whatever the caller set."""
     monkeypatch.setenv(config.QUICK_ENV, "0")
+    monkeypatch.setenv(config.SCALE_ENV, "full")
     monkeypatch.setenv(config.DATA_ENV, str(tmp_path_factory.mktemp("data_root")))
     monkeypatch.delenv("TQDM_DISABLE", raising=False)  # set for notebook kernels when notebooks are collected
     config.set_quick_mode(None)

@@ -267,12 +267,12 @@ def test_the_listings_name_every_model_data_set_and_the_machine(capsys, monkeypa
         info = dataset_info(name)
         assert f"{name} " in out and info.title in out and ", ".join(info.classes) in out
         assert f"files in {info.location()}" in out
-    for quick in (False, True):
-        config.set_quick_mode(quick)
+    for scale in ("sample", "laptop", "full"):
+        config.set_scale(scale)
         assert main(["info"]) == 0
         out = capsys.readouterr().out
         assert torch.__version__ in out and "device" in out and f"data folder {config.data_root()}" in out
-        assert f"quick mode  {'on' if quick else 'off'}" in out
+        assert f"scale       {scale} ({config.SCALES[scale]})" in out
         assert ("native bf16 yes" in out) == bool(cpu_has_native_bf16())
 
 

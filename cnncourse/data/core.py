@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 from torch.utils.data import Dataset
 
-from cnncourse.config import data_root, quick_mode
+from cnncourse.config import data_root, quick_mode, scale
 from cnncourse.data.folders import FolderSplit, ImageFolderDataset, image_folder  # noqa: F401 - re-exported
 from cnncourse.data.galaxy10 import GALAXY10_FILES, load_galaxy10
 from cnncourse.data.holdout import split_training
@@ -109,7 +109,7 @@ def get_dataset(name: "str | os.PathLike[str]", split: str = "train", root: "str
         if _looks_like_path(found) or Path(found).expanduser().is_dir():
             return image_folder(found, split, transform=transform, image_size=image_size, seed=seed)
         raise
-    if quick_mode():
+    if quick_mode() or (key in GALAXY10_FILES and scale() != "full"):  # Galaxy10 (2.5 GB): its sample below "full"
         return SampleDataset(key, split, transform=transform, image_size=image_size)
     folder = data_root(root)
     if key in GALAXY10_FILES:
