@@ -25,7 +25,7 @@ def describe_device(device: Optional[torch.device] = None) -> str:
         return f"cuda: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "mps: Apple GPU"
-    return ("cpu: no GPU found. Quick mode runs fine on a CPU; for the full experiments use a GPU "
+    return ("cpu: no GPU found. The sample and laptop scales run fine on a CPU; for the full scale use a GPU "
             "(in Colab: Runtime > Change runtime type > GPU).")
 
 

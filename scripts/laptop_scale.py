@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,22 @@ def target_lines(notebook: dict) -> list:
 
 
 def record_lesson(source: Path, timeout: int) -> dict:
-    target = build(source, execute=True, timeout=timeout, scale="laptop")
+    # The lessons keep their checkpoints in notebooks/runs/ (what a learner's outputs name): one left by an
+    # earlier run would resume that run and skip the training being timed, so there must be none.
+    runs = REPO / "notebooks" / "runs"
+    left = sorted(p.name for p in runs.glob("*.pt")) if runs.is_dir() else []
+    if left:
+        raise SystemExit(f"{runs} holds checkpoints ({', '.join(left)}): move them away first, or the lesson "
+                         "would resume them instead of training")
+    os.environ.pop("CNNCOURSE_RUNS", None)
+    try:
+        target = build(source, execute=True, timeout=timeout, scale="laptop")
+    finally:  # the checkpoints of this timing run are not a learner's work: leave the folder as it was
+        existed = runs.is_dir()
+        for checkpoint in runs.glob("*.pt") if existed else []:
+            checkpoint.unlink()
+        if existed and not any(runs.iterdir()):
+            runs.rmdir()
     notebook = json.loads(target.read_text())
     meta = notebook["metadata"]["cnncourse"]
     lines = target_lines(notebook)

@@ -13,10 +13,10 @@
 # 2018-08-10), itself based on pytorch/examples and keras-team/keras: its blocks and its MNIST run;
 # He et al.'s CIFAR ResNet-20, the hold-out and the degradation runs are the course's.
 #
-# **Quick mode.** With `CNNCOURSE_QUICK=1` (set by the tests and the notebook builder) the data calls
-# return a small sample of MNIST (500 training, 200 test digits) and the live run, 8 epochs of 15 steps,
-# fits a CPU: the stored outputs show that quick sample. Call `cnncourse.set_quick_mode(False)` at the
-# top of the next cell to train on all of MNIST.
+# **Scale.** At the laptop scale, the default, the live run trains ResNet-20 on all of MNIST (an 11 MB
+# download), about 4 minutes on a 2-core CPU; the stored outputs are that run. `cnncourse.set_scale("sample")`
+# in the next cell (or `CNNCOURSE_QUICK=1`, which the tests set) swaps in a sample of 500 training and
+# 200 test digits shipped with the package: seconds, and it shows that the recipe learns, not how well.
 
 # %%
 # Setup. In Google Colab: fetch the course (package, notebooks, recorded results), install it, and keep
@@ -54,12 +54,12 @@ from cnncourse.fastdata import fast_loaders
 from cnncourse.models import BasicBlock, Bottleneck, make_stage, plain20, plain56, resnet18, resnet20, resnet56
 from cnncourse.train import fit, predict
 
-QUICK = cnncourse.quick_mode()
+QUICK = cnncourse.quick_mode()    # the sample scale
 DEVICE = cnncourse.get_device()
-EPOCHS = 8 if QUICK else 3         # quick sample: more, shorter epochs so that it visibly learns
-BATCH_SIZE = 32 if QUICK else 128  # 450 training digits make 15 steps per epoch at 32, only 4 at 128
+EPOCHS = cnncourse.at_scale(sample=8, laptop=3)        # the sample: more, shorter epochs so that it visibly learns
+BATCH_SIZE = cnncourse.at_scale(sample=32, laptop=128)  # 450 training digits make 15 steps per epoch at 32
 MNIST = dataset_info("mnist")
-print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs:", EPOCHS, "| batch size:", BATCH_SIZE)
+print("torch", torch.__version__, "|", cnncourse.describe_scale(), "| epochs:", EPOCHS, "| batch size:", BATCH_SIZE)
 print(cnncourse.describe_device())
 
 # %% [markdown]
@@ -531,37 +531,42 @@ nb03.check_resnet34_params(resnet34_params)
 #
 # MNIST: 60,000 training and 10,000 test digits of 28 x 28 grey pixels. The recipe is lesson 2's better
 # one: the in-memory loader, small random shifts (no flips: a mirrored 2 is not a 2), AdamW, weight decay
-# 0.05, a one-cycle schedule peaking at $3 \cdot 10^{-3}$. A tenth of each digit class is held out for
-# validation; the test set is read once, at the end. Quick mode trains on 450 of the sample's 500 digits
-# (50 validate: one digit is 2 points), batches of 32, 8 epochs: it shows that the recipe learns, not how well. Validation accuracy (eval mode, BatchNorm's
-# running statistics) lags behind training accuracy for the first epochs, then catches up.
+# 0.05, a one-cycle schedule peaking at $3 \cdot 10^{-3}$. A tenth of each digit class (5,999 digits) is
+# held out for validation; the test set is read once, at the end. **Target at the laptop scale: at least 99.3 % test
+# accuracy in at most 5 minutes of training on a 2-core CPU** (the recorded runs below average 99.51 %).
+# The sample scale trains on 450 digits (50 validate: one digit is 2 points), batches of 32, 8 epochs,
+# and aims at 85 %.
 
 # %% tags=["nbval-ignore-output"]
 train_data, val_data, test_data = fast_loaders("mnist", batch_size=BATCH_SIZE, augment=True, device=DEVICE, seed=0,
                                                val_fraction=0.1)
 cnncourse.seed_everything(0)
 mnist_model = resnet20(num_classes=10, in_channels=1)
-checkpoint = None if QUICK else cnncourse.runs_root() / "mnist-resnet20.pt"   # real mode: resumes after a disconnect
+checkpoint = None if QUICK else cnncourse.runs_root() / "mnist-resnet20.pt"   # resumes after a disconnect
 history = fit(mnist_model, train_data, test_data, epochs=EPOCHS, optimizer="adamw", lr=3e-3, weight_decay=0.05,
               schedule="onecycle", device=DEVICE, checkpoint=checkpoint, resume=checkpoint is not None,
               val_data=val_data)
 for record in history:
     print(f"epoch {record['epoch']}: train accuracy {100 * record['train_acc']:.1f} %, "
           f"validation accuracy {100 * record['val_acc']:.1f} %")
-print(f"{train_data.num_samples:,} training digits; test accuracy, once, after the last epoch: "
-      f"{100 * history[-1]['test_acc']:.1f} %")
+seconds = sum(record["seconds"] for record in history)
+print(f"{train_data.num_samples:,} training digits, {seconds:.0f} s for {EPOCHS} epochs (training and validation, "
+      f"{torch.get_num_threads()} threads); test accuracy, once, after the last epoch: {100 * history[-1]['test_acc']:.2f} %")
 
 # %%
-TARGET = 0.85 if QUICK else 0.995   # quick: far below what it reaches here, so that other CPUs pass too
-print(f"learned: test accuracy at least {TARGET:.1%} (chance: 10 %): {history[-1]['test_acc'] >= TARGET}")
-plot.plot_learning_curves(history, metrics=["acc"], title=f"ResNet-20 on MNIST, {'quick sample' if QUICK else 'full data'}: "
+TARGET = cnncourse.at_scale(sample=0.85, laptop=0.993)   # the sample: far below what it reaches, for other CPUs
+print("target reached (test accuracy and time):", history[-1]["test_acc"] >= TARGET and seconds <= 300)
+
+# %% tags=["nbval-ignore-output"]
+data_name = "the package's sample" if QUICK else "all of MNIST less the hold-out"
+plot.plot_learning_curves(history, metrics=["acc"], title=f"ResNet-20 on MNIST, {data_name}: "
                           f"{train_data.num_samples:,} training digits")
 
 # %% [markdown]
-# ## The full run, recorded
+# ## The same run, recorded for three seeds
 #
-# On the full data (batch 128, 3 epochs) the run was recorded for three seeds; the course's goal is a mean
-# test accuracy of at least 99.5 %. Below: mean ± standard deviation, and seed 0's confusion matrix on all
+# The run above was recorded for seeds 0-2 (one CPU thread each, beside another run: hence the longer
+# time); the course's goal for their mean test accuracy is 99.5 %, stricter than the live run's 99.3 %. Below: mean ± standard deviation, and seed 0's confusion matrix on all
 # 10,000 test digits (rows: true digit), drawn from its shipped weights. The fullest cells off the diagonal
 # pair digits a hurried hand makes alike: a 5 read as a 3, a 9 as a 4. Each seed is in
 # [the lab](labs/03_resnet_experiments.ipynb).
@@ -621,7 +626,7 @@ print("both deeper networks train worse in every seed:", bool((cost["plain"] > 0
 # (maps 0, 1, 5), over the centre (maps 3, 9, 14), along the top bar (map 6), at a single spot (maps 12,
 # 13), or nowhere (map 8; each map is scaled to its own range). Pooling keeps one number per map.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 trained = reference.load_model("reference-mnist/resnet20-s0", device=DEVICE)
 predictions = predict(trained, test_data, keep_images=True)
 right = int((predictions.preds == predictions.labels).sum())
@@ -634,9 +639,9 @@ for layer, shape in (("layer1", "16 maps of 28 x 28"), ("layer3", "16 of its 64 
 # %% [markdown]
 # ## Experiment: take the shortcuts out
 #
-# Does degradation show on the quick sample? Copy the training cell and train `plain56`, then `resnet56`,
-# instead of `resnet20`, in quick mode, with seeds 0 and 1 (pass the seed to `fast_loaders` and to
-# `cnncourse.seed_everything`): four runs of one to two minutes on a laptop CPU. Record in one table, a
+# Does degradation show on the package's sample? After `cnncourse.set_scale("sample")`, copy the training
+# cell and train `plain56`, then `resnet56`, instead of `resnet20`, with seeds 0 and 1 (pass the seed to
+# `fast_loaders` and to `cnncourse.seed_everything`): four runs of one to two minutes on a CPU. Record in one table, a
 # row per run, the training accuracy after every epoch and the final validation and test accuracy. Which
 # network fits its training digits? Is the gap between the networks larger than between two seeds of one?
 # What single change would tell whether plain-56 is only slower, not unable?

@@ -40,12 +40,12 @@ if "google.colab" in sys.modules:
     cnncourse.colab.setup(use_drive=USE_DRIVE)
 
 # %% [markdown]
-# **Quick mode.** With `CNNCOURSE_QUICK=1` in the environment (the test suite and the notebook
-# builder set it) the data calls return a small real sample of Fashion-MNIST shipped with the
-# package, 500 training and 200 test images, and the one training run takes well under a minute on
-# a CPU: its outputs are a quick sample, not the real result. Without it the notebook downloads Fashion-MNIST
-# and trains on all of it (use a GPU). To choose, call `cnncourse.set_quick_mode(True)` or `(False)`
-# at the top of the next cell. The trained network at the end comes from recorded weights either way.
+# **Scale.** At the laptop scale, the default, the notebook downloads Fashion-MNIST (30 MB) and its one
+# training run takes ResNet-20 through 3 epochs of all of it, about 4 minutes on a 2-core CPU; the stored
+# outputs are that run. `cnncourse.set_scale("sample")` at the top of the next cell (or `CNNCOURSE_QUICK=1`,
+# which the tests set) swaps in a sample of 500 training and 200 test images shipped with the package;
+# `"full"` runs the course's 15 epochs (about an hour on a CPU). The trained network at the end comes
+# from recorded weights at every scale.
 
 # %% tags=["nbval-ignore-output"]
 from pathlib import Path
@@ -64,13 +64,13 @@ from cnncourse.models import Bottleneck, make_stage, resnet18, resnet20, resnet5
 from cnncourse.theory import output_size
 from cnncourse.train import fit, predict
 
-QUICK = cnncourse.quick_mode()
+QUICK = cnncourse.quick_mode()           # the sample scale
 DEVICE = cnncourse.get_device()
-RECIPE_EPOCHS = 12 if QUICK else 15        # the course's recipe: more, shorter epochs in quick mode
-RECIPE_BATCH_SIZE = 32 if QUICK else 128  # 450 training images (500 less the hold-out) make 15 steps at 32
-RUN = "quick sample" if QUICK else "full data"
-RUNS = cnncourse.runs_root()             # checkpoints of the real run (in Colab on Drive; quick mode writes none)
-print("torch", torch.__version__, "| quick mode:", QUICK, "| epochs:", RECIPE_EPOCHS, "| batch:", RECIPE_BATCH_SIZE)
+RECIPE_EPOCHS = cnncourse.at_scale(sample=12, laptop=3, full=15)   # full: the course's recipe
+RECIPE_BATCH_SIZE = cnncourse.at_scale(sample=32, laptop=128)  # 450 sample images make 15 steps at 32
+RUN = "the package's sample" if QUICK else "the full data set"
+RUNS = cnncourse.runs_root()             # checkpoints of the live run (in Colab on Drive; the sample writes none)
+print("torch", torch.__version__, "|", cnncourse.describe_scale(), "| epochs:", RECIPE_EPOCHS, "| batch:", RECIPE_BATCH_SIZE)
 print(cnncourse.describe_device())
 
 # %% [markdown]
@@ -80,7 +80,7 @@ print(cnncourse.describe_device())
 # MNIST: 28x28 grey-level images, 60,000 for training and 10,000 for testing, 10 balanced classes of
 # clothing. It is harder: at this resolution shirts, T-shirts, pullovers and coats look alike.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 info = dataset_info("fashion-mnist")
 print(f"{info.title}: {info.num_images:,} images of {info.in_channels}x{info.image_size}x{info.image_size}, "
       f"classes: {', '.join(info.classes)}")
@@ -432,33 +432,37 @@ for title, build, size, last in candidates:
 # * **label smoothing 0.1**: the target puts 0.9 on the true class and spreads 0.1 over all ten.
 #
 # A tenth of every class is held out for validation after each epoch; the test set is looked at once,
-# at the end. Quick mode: 12 epochs at batches of 32 on 450 images without augmentation (our choice
-# for so short a run), well under a minute on a laptop CPU. Quick mode off: 15 epochs on 54,000
-# images, about an hour on one CPU thread; a checkpoint in `runs/` lets an interrupted run continue.
+# at the end. The laptop scale: 3 epochs on 54,000 images, about 4 minutes on a 2-core CPU (the full
+# scale: the recipe's 15, an hour); a checkpoint in `runs/` lets an interrupted run continue. The sample
+# scale: 12 epochs at batches of 32 on 450 images without augmentation (our choice for so short a run).
 
 # %% tags=["nbval-ignore-output"]
 train_loader, val_loader, test_loader = fast_loaders("fashion-mnist", batch_size=RECIPE_BATCH_SIZE,
                                                      augment=not QUICK, seed=0, val_fraction=0.1)
 cnncourse.seed_everything(0)
 small_model = resnet20(num_classes=10, in_channels=1)
-checkpoint = None if QUICK else RUNS / "fmnist-resnet20-sgd-onecycle.pt"   # real mode: resumable
+checkpoint = None if QUICK else RUNS / "fmnist-resnet20-sgd-onecycle.pt"   # resumable
 history = fit(small_model, train_loader, test_loader, epochs=RECIPE_EPOCHS, optimizer="sgd", lr=0.1,
               momentum=0.9, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1,
               device=DEVICE, seed=0, checkpoint=checkpoint, resume=checkpoint is not None, val_data=val_loader)
 for record in history:
     print(f"epoch {record['epoch']:>2}: train loss {record['train_loss']:.3f}, train acc {record['train_acc']:.1%}, "
           f"validation acc {record['val_acc']:.1%}, {record['seconds']:.1f} s")
-print(f"test accuracy after the last epoch: {history[-1]['test_acc']:.1%}")
+seconds = sum(record["seconds"] for record in history)
+print(f"{seconds:.0f} s for {len(history)} epochs on {torch.get_num_threads()} threads; "
+      f"test accuracy after the last epoch: {history[-1]['test_acc']:.2%}")
 
 # %% [markdown]
-# The check: in quick mode at least 70 % on the sample's 200 test images, against 10 % for guessing
-# (below what it reaches here, so that CPUs that round differently pass too); with quick mode off,
-# the course's goal, 94 %. The recorded run of this recipe on all 60,000 training images (no hold-out)
-# ended just short of that goal; the lab has its figures.
+# **Target at the laptop scale: at least 90 % test accuracy in at most 5 minutes** (guessing: 10 %). The
+# sample scale asks for 70 % of its 200 test images, below what it reaches, so that CPUs that round
+# differently pass too; the full scale, the course's goal of 94 %, which the recorded 15-epoch run
+# (all 60,000 training images, no hold-out) missed by a hair: 93.90 %, below. (The full scale here keeps
+# the hold-out and trains on 54,000.) Validation accuracy beats training accuracy in the first epochs:
+# the training figure is the mean over an epoch of a network still improving, on augmented images.
 
 # %%
-TARGET = 0.70 if QUICK else 0.94
-print(f"learned: test accuracy at least {100 * TARGET:.0f} % (chance: 10 %): {history[-1]['test_acc'] >= TARGET}")
+TARGET, LIMIT = cnncourse.at_scale(sample=(0.70, 300), laptop=(0.90, 300), full=(0.94, float("inf")))
+print("target reached (test accuracy and time):", history[-1]["test_acc"] >= TARGET and seconds <= LIMIT)
 
 # %% [markdown]
 # ## The controlled comparison
@@ -489,18 +493,19 @@ print("the course's recipe raises ResNet-20:", r20_ours > r20_article, "| the ar
 # The article's network is too large to ship (about 100 MB of weights). ResNet-20's recorded run with
 # the course's recipe (15 epochs on all 60,000 training images) saved its weights; `reference.load_model`
 # checks them against their recorded checksum. Everything below is computed from them on this
-# notebook's test images (in quick mode: the sample's 200).
+# notebook's test images (all 10,000; at the sample scale, the sample's 200).
 
-# %%
+# %% tags=["nbval-ignore-output"]
 trained = reference.load_model("fmnist-resnet20", device=DEVICE)
 predictions = predict(trained, test_loader, keep_images=True)
 wrong, total = int((predictions.preds != predictions.labels).sum()), len(predictions.labels)
 print(f"trained ResNet-20: {total - wrong:,} of {total:,} test images right ({100 * (total - wrong) / total:.2f} %)")
 
 # %% [markdown]
-# Its confusion matrix (rows: true class, columns: prediction). On the quick sample six of its ten
-# mistakes mix pullovers, dresses, coats and shirts, three take ankle boots for other shoes, and one
-# takes a dress for trousers.
+# Its confusion matrix (rows: true class, columns: prediction). The largest confusions are shirts and
+# T-shirts taken for each other (81 and 74); with shirts, coats and pullovers mistaken among themselves
+# (212) they make 367 of its 610 mistakes. A shoe is only ever taken for another shoe, and trousers and
+# bags are right 990 and 993 times in 1,000.
 
 # %%
 figure = plot.plot_confusion_matrix(predictions, class_names=info.classes, cmap="viridis",
@@ -521,8 +526,8 @@ test_image = next(iter(test_loader))[0][0]
 for layer in ("layer1", "layer2", "layer3"):
     maps = plot.feature_maps(trained, test_image, layer)
     display(plot.plot_feature_maps(trained, test_image, layer, max_maps=7, mean=mean, std=std,
-                                   title=f"trained ResNet-20: {layer}, first 7 of {maps.shape[0]} maps of "
-                                         f"{maps.shape[1]}x{maps.shape[2]}, first test image"))
+                                   title=f"trained ResNet-20 (recorded weights): {layer}, first 7 of {maps.shape[0]} maps of "
+                                         f"{maps.shape[1]}x{maps.shape[2]}, first Fashion-MNIST test image"))
 
 # %% [markdown]
 # ## Experiment: ResNet-20 on the article's 7x7 maps
@@ -530,7 +535,7 @@ for layer in ("layer1", "layer2", "layer3"):
 # The article's stem leaves 7x7 maps before its first block. Is it the lost resolution that costs
 # accuracy, or the network that follows? Keep ResNet-20 and the recipe, and take the resolution away:
 # `nn.Sequential(nn.AvgPool2d(4), resnet20(num_classes=10, in_channels=1))` sees each image as 7x7
-# pixels. Train it in quick mode like the run above with seeds 0 and 1 (`seed=` in `fast_loaders`,
+# pixels. Train it like the run above (or at the sample scale, for speed) with seeds 0 and 1 (`seed=` in `fast_loaders`,
 # `seed_everything` and `fit`), and the unchanged ResNet-20 with the same seeds. Record each run's
 # last validation and test accuracy and its seconds per epoch. Does the gap between 28 and 7 pixels
 # exceed the spread between the two seeds? Then try `nn.AvgPool2d(2)` (14 pixels).

@@ -119,3 +119,14 @@ def test_each_lesson_in_the_laptop_scale_record_is_stored_at_that_scale_with_its
         assert entry["targets"] and entry["all_targets_met"], stem
         assert entry["minutes"] == round(notebook["metadata"]["cnncourse"]["executed_seconds"] / 60, 2)
         assert entry["minutes"] <= 15, stem  # each lesson's live runs together in at most 15 minutes
+
+
+def test_the_lessons_read_cifar10_or_else_the_jpeg_copy_in_the_data_folder(plain_environment, tmp_path):
+    from cnncourse.data import CIFAR10_JPEG, cifar10_source
+    assert cifar10_source(tmp_path) == "cifar10"  # nothing there: torchvision's download
+    (tmp_path / CIFAR10_JPEG / "train").mkdir(parents=True)
+    assert cifar10_source(tmp_path) == CIFAR10_JPEG
+    with cnncourse.quick():
+        assert cifar10_source(tmp_path) == "cifar10"  # the sample is CIFAR-10's own
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    assert cifar10_source(tmp_path) == "cifar10"  # the real files win

@@ -12,8 +12,8 @@ and "article") that the DataLoader path and the fast path (``cnncourse.fastdata`
 folder (``root=``, else ``$CNNCOURSE_DATA``, else ``~/.cache/cnncourse``). In quick mode
 (``CNNCOURSE_QUICK=1``) the same calls return small real samples shipped with the package.
 """
-from cnncourse.data.core import (folder_info, get_dataset, image_folder, is_known_name, portable_data_name,
-                                  resolve_data)
+from cnncourse.data.core import (CIFAR10_JPEG, cifar10_source, folder_info, get_dataset, image_folder, is_known_name,
+                                  portable_data_name, resolve_data)
 from cnncourse.data.errors import ChecksumError, DataError, DataUnavailableError
 from cnncourse.data.folders import FolderSplit, ImageFolderDataset
 from cnncourse.data.galaxy10 import Galaxy10Dataset
@@ -26,7 +26,7 @@ from cnncourse.data.samples import SampleDataset
 from cnncourse.data.transforms import article_transform, default_transform, recipe_transform
 
 __all__ = [
-    "DATASETS", "NORMALIZATION", "RECIPE_PRESETS", "ChecksumError", "DataError", "DataRecipe",
+    "CIFAR10_JPEG", "DATASETS", "NORMALIZATION", "cifar10_source", "RECIPE_PRESETS", "ChecksumError", "DataError", "DataRecipe",
     "DataUnavailableError", "DatasetInfo", "FolderSplit", "Galaxy10Dataset", "ImageFolderDataset", "PixelStats",
     "SampleDataset", "article_transform", "class_names", "data_recipe", "dataset_info", "default_num_workers",
     "default_transform", "folder_info", "folder_statistics", "get_dataset", "image_folder", "is_known_name",

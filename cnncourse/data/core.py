@@ -35,6 +35,21 @@ def resolve_data(name: "str | os.PathLike[str]", root: "str | os.PathLike[str] |
     return str(inside) if inside.is_dir() else text
 
 
+#: The image-folder copy of CIFAR-10 (train/ and test/, one folder per class) a data folder may hold.
+CIFAR10_JPEG = "cifar10-jpeg"
+
+
+def cifar10_source(root: "str | os.PathLike[str] | None" = None) -> str:
+    """What the lessons read as CIFAR-10: ``"cifar10"`` (torchvision's files, downloaded once), unless the
+    data folder holds no copy of them but does hold the JPEG copy ``cifar10-jpeg/`` (lossy, 50,000 + 10,000
+    images in the same classes, as on the machine the course's stored outputs come from): then that."""
+    folder = data_root(root)
+    real = (folder / "cifar-10-batches-py").is_dir() or (folder / "cifar-10-python.tar.gz").is_file()
+    if quick_mode() or real or not (folder / CIFAR10_JPEG / "train").is_dir():
+        return "cifar10"
+    return CIFAR10_JPEG
+
+
 def portable_data_name(name: "str | os.PathLike[str]", root: "str | os.PathLike[str] | None" = None) -> str:
     """How a run's record names its data: a registered name as it is; an image folder inside the data
     folder by its path relative to that folder (the data folder belongs to the machine, not to the
