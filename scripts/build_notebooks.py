@@ -45,18 +45,6 @@ def with_repository(text: str, slug: str) -> str:
     return text.replace(f"/{match.group(1)}/", f"/{slug}/").replace(f"/{match.group(1)}\"", f"/{slug}\"")
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
-
-
 def all_sources() -> list:
     """The lessons' sources (sources/NN_*.py), then the labs' (sources/labs/NN_*.py)."""
     return sorted(SOURCES.glob("[0-9][0-9]_*.py")) + sorted(SOURCES.glob("labs/[0-9][0-9]_*.py"))
@@ -84,7 +72,8 @@ def build(source: Path, execute: bool, timeout: int, scale: str = "sample") -> P
                        resources={"metadata": {"path": str(target.parent)}}).execute()
         seconds = time.perf_counter() - start
         # What the stored outputs were made with: the site and the timing record say it beside them.
-        notebook.metadata["cnncourse"] = {"scale": scale, "cpu": cpu_name(), "logical_cpus": os.cpu_count(),
+        from cnncourse.cli import _cpu_name  # the name every run record and `cnncourse info` give
+        notebook.metadata["cnncourse"] = {"scale": scale, "cpu": _cpu_name(), "logical_cpus": os.cpu_count(),
                                           "executed_seconds": round(seconds, 1)}
         print(f"{target.name}: executed at the {scale} scale in {seconds:.1f} s")
     for cell in notebook.cells:  # keep diffs small: no execution timestamps
