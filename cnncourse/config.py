@@ -72,9 +72,24 @@ def at_scale(sample, laptop, full=None):
     return {"sample": sample, "laptop": laptop, "full": laptop if full is None else full}[scale()]
 
 
-def describe_scale() -> str:
-    """One line a lesson prints: its scale and what that means."""
-    return f"scale: {scale()} ({SCALES[scale()]})"
+def describe_scale(lesson: Optional[str] = None, full_factor: Optional[float] = None) -> str:
+    """One line a lesson prints: its scale and what that means. At the full scale, given the ``lesson``'s
+    name (``"02_lenet_cifar10"``) and ``full_factor``, how many times the laptop scale's work its live
+    runs do at the full scale (its epochs over the laptop's, say), it adds an estimate of the time before
+    anything starts: the lesson's minutes at the laptop scale in ``results/laptop-scale.json`` times
+    ``full_factor``, on the CPU that recorded them."""
+    line = f"scale: {scale()} ({SCALES[scale()]})"
+    if scale() != "full" or lesson is None or full_factor is None:
+        return line
+    import json
+    try:
+        from cnncourse.reference import results_dir
+        record = json.loads((results_dir() / "laptop-scale.json").read_text())[lesson]
+    except (FileNotFoundError, KeyError, ValueError):
+        return line + f"; no laptop-scale time is recorded for {lesson}, so no estimate"
+    minutes = record["minutes"] * full_factor
+    return (line + f"; estimate: about {minutes:.0f} minutes on a {record['logical_cpus']}-core CPU like "
+            f"{record['cpu']} ({record['minutes']:g} minutes at the laptop scale x {full_factor:g}), far less on a GPU")
 
 
 def quick_mode() -> bool:

@@ -66,7 +66,7 @@ BATCH_SIZE = 64                   # the article's batch size
 RUNS = cnncourse.runs_root()     # checkpoints of the real runs (in Colab on Drive; quick mode writes none)
 if QUICK:
     torch.set_num_threads(1)      # our choice for quick mode: one thread, so CI can run notebooks side by side
-print("torch", torch.__version__, "|", cnncourse.describe_scale(), "| epochs:", EPOCHS, "| data:", DATA_NAME)
+print("torch", torch.__version__, "|", cnncourse.describe_scale("02_lenet_cifar10", 10 / 6), "| epochs:", EPOCHS, "| data:", DATA_NAME)
 print(cnncourse.describe_device())
 
 # %% [markdown]

@@ -70,7 +70,7 @@ RECIPE_EPOCHS = cnncourse.at_scale(sample=12, laptop=3, full=15)   # full: the c
 RECIPE_BATCH_SIZE = cnncourse.at_scale(sample=32, laptop=128)  # 450 sample images make 15 steps at 32
 RUN = "the package's sample" if QUICK else "the full data set"
 RUNS = cnncourse.runs_root()             # checkpoints of the live run (in Colab on Drive; the sample writes none)
-print("torch", torch.__version__, "|", cnncourse.describe_scale(), "| epochs:", RECIPE_EPOCHS, "| batch:", RECIPE_BATCH_SIZE)
+print("torch", torch.__version__, "|", cnncourse.describe_scale("04_resnet50_fashion_mnist", 15 / 3), "| epochs:", RECIPE_EPOCHS, "| batch:", RECIPE_BATCH_SIZE)
 print(cnncourse.describe_device())
 
 # %% [markdown]

@@ -67,7 +67,7 @@ DATA_NAME = "the quick sample" if QUICK else "CIFAR-10" if CIFAR10 == "cifar10" 
 RUNS = cnncourse.runs_root()     # checkpoints of real runs (in Colab on Drive; quick mode writes none)
 if QUICK:
     torch.set_num_threads(1)      # batches this small train fastest on one thread, also on a busy CPU
-print("torch", torch.__version__, "| torchvision", torchvision.__version__, "|", cnncourse.describe_scale())
+print("torch", torch.__version__, "| torchvision", torchvision.__version__, "|", cnncourse.describe_scale("08_vision_transformer", 10 / 2))
 print(cnncourse.describe_device())
 
 # %% [markdown]

@@ -65,7 +65,7 @@ QUICK = cnncourse.quick_mode()   # the sample scale
 if QUICK:
     torch.set_num_threads(1)      # batches this small train fastest on one thread, also on a busy CPU
 CIFAR10 = cifar10_source()   # "cifar10", or where only that is at hand, a JPEG copy
-print("torch", torch.__version__, "| torchvision", torchvision.__version__, "|", cnncourse.describe_scale())
+print("torch", torch.__version__, "| torchvision", torchvision.__version__, "|", cnncourse.describe_scale("09_speedrun", 12 / 3))
 CIFAR_NAME = "CIFAR-10's quick sample" if QUICK else "CIFAR-10" if CIFAR10 == "cifar10" else "CIFAR-10 (JPEG copy)"
 print("CIFAR-10 read from:", "CIFAR-10's own files" if CIFAR10 == "cifar10" else f"the JPEG copy {CIFAR10}/")
 print(cnncourse.describe_device())

@@ -1,6 +1,8 @@
 """The three scales (cnncourse.config): which one is chosen, and what each gives a lesson and the CLI."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import cnncourse
@@ -135,3 +137,17 @@ def test_the_lessons_read_cifar10_or_else_the_jpeg_copy_in_the_data_folder(plain
         assert cifar10_source(tmp_path) == "cifar10"  # the sample is CIFAR-10's own
     (tmp_path / "cifar-10-batches-py").mkdir()
     assert cifar10_source(tmp_path) == "cifar10"  # the real files win
+
+
+def test_the_full_scale_prints_an_estimate_from_the_laptop_record_before_it_starts(plain_environment, tmp_path,
+                                                                                 monkeypatch):
+    (tmp_path / "experiments.json").write_text("{}")
+    (tmp_path / "laptop-scale.json").write_text(json.dumps(
+        {"02_lenet_cifar10": {"minutes": 3.6, "cpu": "Some CPU", "logical_cpus": 2}}))
+    monkeypatch.setenv("CNNCOURSE_RESULTS", str(tmp_path))
+    cnncourse.set_scale("laptop")
+    assert "estimate" not in cnncourse.describe_scale("02_lenet_cifar10", 10 / 6)     # only the full scale
+    cnncourse.set_scale("full")
+    line = cnncourse.describe_scale("02_lenet_cifar10", 10 / 6)
+    assert "estimate: about 6 minutes on a 2-core CPU like Some CPU (3.6 minutes at the laptop scale x 1.66667)" in line
+    assert "no estimate" in cnncourse.describe_scale("03_resnet_mnist", 2.0)
