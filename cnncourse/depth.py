@@ -1,0 +1,136 @@
+"""Residual learning that visibly works on a CPU (lesson 3): plain and residual networks of two depths,
+trained alike for a short budget, where the deep plain network trains far worse than the shallow one
+and the deep residual network at least as well.
+
+He et al.'s CIFAR-10 networks (:func:`cnncourse.models.cifar_resnet`, ``NoShortcutBlock`` for the plain
+ones), narrowed (``width`` channels in the first stage), on a stratified subset of MNIST, in float32
+(lesson 3 measured bf16 autocast spoiling plain-56's gradients). Each network trains with the same
+seed, batches and one-cycle SGD; the loop is written out (not :func:`cnncourse.train.fit`) to keep the
+training loss of every step and each layer's gradient norm at the start, which the figure shows.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnncourse.models.resnet import BasicBlock, NoShortcutBlock, cifar_resnet
+
+__all__ = ["NETWORKS", "build", "layer_gradient_norms", "train_steps", "depth_study"]
+
+#: name: (depth, block)
+NETWORKS = {"plain-20": (20, NoShortcutBlock), "plain-56": (56, NoShortcutBlock),
+            "ResNet-20": (20, BasicBlock), "ResNet-56": (56, BasicBlock)}
+
+
+def build(name: str, width: int = 8, in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    """One of :data:`NETWORKS`, ``width`` channels in its first stage (16 in the paper)."""
+    depth, block = NETWORKS[name]
+    return cifar_resnet(depth, width, num_classes, in_channels, block=block)
+
+
+def layer_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list:
+    """The gradient norm of every 3 x 3 convolution's weights, input side first, for the loss on one
+    batch (the model in training mode, its gradients cleared afterwards)."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    norms = [float(m.weight.grad.norm()) for m in model.modules()
+             if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    model.zero_grad(set_to_none=True)
+    return norms
+
+
+def train_steps(model: nn.Module, loader, epochs: int, lr: float = 0.1, weight_decay: float = 1e-4) -> list:
+    """Nesterov SGD (momentum 0.9) with a one-cycle rate peaking at ``lr``; the training loss of every
+    step."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(loader))
+    losses = []
+    model.train()
+    for _ in range(epochs):
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+    return losses
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, loader) -> float:
+    model.eval()
+    right = total = 0
+    for x, y in loader:
+        right += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    return right / total
+
+
+def depth_study(data: str = "mnist", seed: int = 0, width: int = 8, subset: Optional[int] = 10000,
+                epochs: int = 1, batch_size: int = 128, lr: float = 0.1, root=None,
+                networks: Sequence[str] = tuple(NETWORKS), progress: bool = False) -> Dict[str, Any]:
+    """Train each of ``networks`` with ``seed`` on a stratified ``subset`` of ``data``'s training images
+    (10 % of it held out for validation, the same for every seed), in float32; per network its
+    step losses, final validation accuracy, gradient norms per layer at the start and seconds."""
+    from cnncourse.fastdata import fast_loaders
+    from cnncourse.train import _progress_bar_class
+    train, val, _ = fast_loaders(data, batch_size=batch_size, seed=seed, val_fraction=0.1, val_seed=0,
+                                 subset=subset, root=root, drop_last=True)
+    first = next(iter(train))
+    results = {}
+    bar = _progress_bar_class()(total=len(networks), disable=not progress, desc="networks")
+    for name in networks:
+        torch.manual_seed(seed)
+        model = build(name, width, in_channels=first[0].shape[1])
+        norms = layer_gradient_norms(model, *first)
+        train.set_epoch(0)
+        started = time.perf_counter()
+        losses = train_steps(model, train, epochs, lr)
+        seconds = time.perf_counter() - started
+        results[name] = {"step_losses": losses, "val_accuracy": _accuracy(model, val), "gradient_norms": norms,
+                         "seconds": seconds, "parameters": sum(p.numel() for p in model.parameters())}
+        bar.update()
+    bar.close()
+    return {"data": data, "seed": seed, "width": width, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            "num_train_images": train.num_samples, "num_val_images": val.num_samples, "networks": results}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """``python -m cnncourse.depth --data-root DATA --out results/residual-mnist/study``: the study with
+    seeds 0-2, recorded in OUT/metrics.json (refuses an OUT that holds a record, unless --overwrite)."""
+    import argparse
+    from pathlib import Path
+
+    from cnncourse.speedrun import record
+    parser = argparse.ArgumentParser(prog="python -m cnncourse.depth", description=main.__doc__)
+    parser.add_argument("--data", default="mnist")
+    parser.add_argument("--data-root", default=None, help="the data folder (not recorded in the command)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--subset", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch's threads (not recorded in the command)")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    if (Path(args.out) / "metrics.json").exists() and not args.overwrite:
+        parser.error(f"{args.out} already holds a recorded run: choose another --out, or pass --overwrite")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = [depth_study(args.data, seed, args.width, args.subset, args.epochs, root=args.data_root, progress=True)
+            for seed in range(args.seeds)]
+    command = (f"python -m cnncourse.depth --data {args.data} --out {args.out} --seeds {args.seeds} "
+               f"--width {args.width} --subset {args.subset} --epochs {args.epochs}")
+    result = {"runs": runs, "device": "cpu"}
+    print(record(result, args.out, command))
+    return result
+
+
+if __name__ == "__main__":
+    main()
