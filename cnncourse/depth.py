@@ -19,7 +19,7 @@ from torch import nn
 
 from cnncourse.models.resnet import BasicBlock, NoShortcutBlock, cifar_resnet
 
-__all__ = ["NETWORKS", "build", "layer_gradient_norms", "train_steps", "depth_study"]
+__all__ = ["NETWORKS", "build", "layer_gradient_norms", "train_steps", "depth_study", "plot_study", "recorded_table"]
 
 #: name: (depth, block)
 NETWORKS = {"plain-20": (20, NoShortcutBlock), "plain-56": (56, NoShortcutBlock),
@@ -99,6 +99,51 @@ def depth_study(data: str = "mnist", seed: int = 0, width: int = 8, subset: Opti
     bar.close()
     return {"data": data, "seed": seed, "width": width, "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "num_train_images": train.num_samples, "num_val_images": val.num_samples, "networks": results}
+
+
+def plot_study(study: Dict[str, Any], smooth: int = 5):
+    """Each network's training loss per step (a running mean of ``smooth`` steps) from
+    :func:`depth_study`, its validation accuracy in the legend: plain networks dashed. Returns the axes."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for name, run in study["networks"].items():
+        losses = np.convolve(run["step_losses"], np.ones(smooth) / smooth, mode="valid")
+        ax.plot(np.arange(smooth, len(run["step_losses"]) + 1), losses, "--" if name.startswith("plain") else "-",
+                label=f"{name}: validation {100 * run['val_accuracy']:.1f} %")
+    ax.set(xlabel="training step", ylabel=f"training loss (running mean of {smooth} steps)",
+           title=f"{study['num_train_images']:,} {study['data'].upper()} training digits, seed {study['seed']}, float32")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return ax
+
+
+def recorded_table(path=None, name: str = "residual-mnist/study") -> str:
+    """Markdown: the recorded study (``results/<name>/metrics.json``), each network's validation
+    accuracy per seed and mean ± sd, and where it ran; one line when nothing is recorded."""
+    import json
+    import statistics
+
+    from cnncourse.reference import results_dir, speedrun_hardware
+    record = results_dir(path) / name / "metrics.json"
+    if not record.exists():
+        return f"Residual-learning study: not recorded yet ({name}/metrics.json)."
+    run = json.loads(record.read_text())
+    seeds = run["runs"]
+    rows = ["| network | " + " | ".join(f"seed {r['seed']}" for r in seeds) + " | mean ± sd | seconds a run |",
+            "|---|" + "---|" * (len(seeds) + 2)]
+    for network in seeds[0]["networks"]:
+        accuracy = [100 * r["networks"][network]["val_accuracy"] for r in seeds]
+        spread = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
+        seconds = statistics.mean(r["networks"][network]["seconds"] for r in seeds)
+        rows.append(f"| {network} | " + " | ".join(f"{a:.1f} %" for a in accuracy)
+                    + f" | {statistics.mean(accuracy):.1f} ± {spread:.1f} % | {seconds:.0f} |")
+    first = seeds[0]
+    return "\n".join(rows) + (
+        f"\n\nValidation accuracy on {first['num_val_images']:,} held-out {first['data'].upper()} digits after "
+        f"{first['epochs']} epoch(s) on {first['num_train_images']:,}, widths {first['width']}/{2 * first['width']}/"
+        f"{4 * first['width']}, float32. {speedrun_hardware(run)}; command: `{run['provenance']['command']}`.")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
