@@ -14,7 +14,7 @@ from cnncourse.exercises.nb07 import map_geometry, place_heatmap
 from cnncourse.models import lenet, resnet20, resnet50
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE = REPO / "sources" / "07_what_the_network_looks_at.py"
+SOURCE = REPO / "sources" / "labs" / "07_maps_experiments.py"   # the lab holds the loading code
 WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
 
 
