@@ -44,7 +44,7 @@ if "google.colab" in sys.modules:
 # training run takes ResNet-20 through 3 epochs of all of it, about 4 minutes on a 2-core CPU; the stored
 # outputs are that run. `cnncourse.set_scale("sample")` at the top of the next cell (or `CNNCOURSE_QUICK=1`,
 # which the tests set) swaps in a sample of 500 training and 200 test images shipped with the package;
-# `"full"` runs the course's 15 epochs (about an hour on a CPU). The trained network at the end comes
+# `"full"` runs the course's 15 epochs (about 20-30 minutes on a 2-core CPU). The trained network at the end comes
 # from recorded weights at every scale.
 
 # %% tags=["nbval-ignore-output"]
@@ -433,7 +433,7 @@ for title, build, size, last in candidates:
 #
 # A tenth of every class is held out for validation after each epoch; the test set is looked at once,
 # at the end. The laptop scale: 3 epochs on 54,000 images, about 4 minutes on a 2-core CPU (the full
-# scale: the recipe's 15, an hour); a checkpoint in `runs/` lets an interrupted run continue. The sample
+# scale: the recipe's 15, 20-30 minutes); a checkpoint in `runs/` lets an interrupted run continue. The sample
 # scale: 12 epochs at batches of 32 on 450 images without augmentation (our choice for so short a run).
 
 # %% tags=["nbval-ignore-output"]
@@ -455,14 +455,32 @@ print(f"{seconds:.0f} s for {len(history)} epochs on {torch.get_num_threads()} t
 # %% [markdown]
 # **Target at the laptop scale: at least 90 % test accuracy in at most 5 minutes** (guessing: 10 %). The
 # sample scale asks for 70 % of its 200 test images, below what it reaches, so that CPUs that round
-# differently pass too; the full scale, the course's goal of 94 %, which the recorded 15-epoch run
-# (all 60,000 training images, no hold-out) missed by a hair: 93.90 %, below. (The full scale here keeps
-# the hold-out and trains on 54,000.) Validation accuracy beats training accuracy in the first epochs:
-# the training figure is the mean over an epoch of a network still improving, on augmented images.
+# differently pass too; the full scale, one run, 94 % (below: the three-seed goal). Validation accuracy beats training accuracy in the first
+# epochs: the training figure is the mean over an epoch of a network still improving, on augmented images.
 
 # %%
 TARGET, LIMIT = cnncourse.at_scale(sample=(0.70, 300), laptop=(0.90, 300), full=(0.94, float("inf")))
 print("target reached (test accuracy and time):", history[-1]["test_acc"] >= TARGET and seconds <= LIMIT)
+
+# %% [markdown]
+# The full recipe, 15 epochs with the same hold-out, was recorded for seeds 0, 1 and 2 (one CPU thread
+# each, two runs side by side, in bfloat16 autocast); the course's goal for their mean test accuracy is
+# 94.5 %:
+
+# %%
+val, test = (reference.seed_stats("reference-fmnist/resnet20", column=column) for column in ("val_acc", "test_acc"))
+runs = reference.seed_runs("reference-fmnist/resnet20")
+print(f"ResNet-20, {runs[0]['epochs']} epochs, {test['n']} seeds: validation {100 * val['mean']:.2f} ± "
+      f"{100 * val['std']:.2f} %, test {100 * test['mean']:.2f} ± {100 * test['std']:.2f} % "
+      f"(seeds: {', '.join(f'{100 * r:.2f}' for r in test['values'])} %)")
+print("goal met (mean test accuracy >= 94.5 % within 15 epochs):",
+      test["mean"] >= 0.945 and all(run["epochs"] <= 15 for run in runs))
+
+# %% [markdown]
+# The goal is missed by about three quarters of a point, and not by chance: the three seeds lie within
+# 0.3 points of each other. A better recipe, each change chosen on the validation images, is not
+# searched yet.
+# [The lab](labs/04_resnet50_experiments.ipynb) has the table.
 
 # %% [markdown]
 # ## The controlled comparison
@@ -490,22 +508,22 @@ print("the course's recipe raises ResNet-20:", r20_ours > r20_article, "| the ar
 # %% [markdown]
 # ## The trained network, computed here
 #
-# The article's network is too large to ship (about 100 MB of weights). ResNet-20's recorded run with
-# the course's recipe (15 epochs on all 60,000 training images) saved its weights; `reference.load_model`
-# checks them against their recorded checksum. Everything below is computed from them on this
+# The article's network is too large to ship (about 100 MB of weights). Seed 0 of the recorded runs
+# above saved its weights; `reference.load_model` checks them against their recorded checksum
+# (evaluated here in float32, not the run's bfloat16, it gets one test image fewer right). Everything below is computed from them on this
 # notebook's test images (all 10,000; at the sample scale, the sample's 200).
 
 # %% tags=["nbval-ignore-output"]
-trained = reference.load_model("fmnist-resnet20", device=DEVICE)
+trained = reference.load_model("reference-fmnist/resnet20-s0", device=DEVICE)
 predictions = predict(trained, test_loader, keep_images=True)
 wrong, total = int((predictions.preds != predictions.labels).sum()), len(predictions.labels)
 print(f"trained ResNet-20: {total - wrong:,} of {total:,} test images right ({100 * (total - wrong) / total:.2f} %)")
 
 # %% [markdown]
 # Its confusion matrix (rows: true class, columns: prediction). The largest confusions are shirts and
-# T-shirts taken for each other (81 and 74); with shirts, coats and pullovers mistaken among themselves
-# (212) they make 367 of its 610 mistakes. A shoe is only ever taken for another shoe, and trousers and
-# bags are right 990 and 993 times in 1,000.
+# T-shirts taken for each other (92 and 70); with shirts, coats and pullovers mistaken among themselves
+# (208) they make 370 of its 614 mistakes. A shoe is taken for another shoe, bar one ankle boot called a
+# bag, and trousers and bags are right 988 and 996 times in 1,000.
 
 # %%
 figure = plot.plot_confusion_matrix(predictions, class_names=info.classes, cmap="viridis",

@@ -34,6 +34,7 @@ if "google.colab" in sys.modules:
 
 # %% tags=["nbval-ignore-output"]
 import copy
+import statistics
 
 import matplotlib.pyplot as plt
 import torch
@@ -495,3 +496,23 @@ print(f"the article's network, training minus test accuracy: {gaps[0]:+.2f} poin
 # accuracy (measured while training) pulls ahead of its test accuracy over the epochs; with a
 # constant learning rate and no augmentation, the article needed 400 epochs to end a little above
 # where this run stands after 10.
+
+# %% [markdown]
+# ## The recipe by the course's rule: three seeds, a fixed hold-out
+#
+# The same recipe, 15 epochs, now with 6,000 training images held out (the same for every seed) and the
+# test set read once after the last epoch, seeds 0-2 (`bash results/run_experiments.sh DATA 2 reference`;
+# one thread each, two runs side by side; seed 0's time includes hours when it was paused). Its goal,
+# set before the runs, is the mean test accuracy the last line checks.
+
+# %%
+print(reference.seed_table({"ResNet-20, the course's recipe": "reference-fmnist/resnet20"}))
+fmnist_runs = reference.seed_runs("reference-fmnist/resnet20")
+test_mean = statistics.fmean(run["test_accuracy"] for run in fmnist_runs)
+print("each seed's test accuracy:", ", ".join(f"{100 * run['test_accuracy']:.2f} %" for run in fmnist_runs))
+print(f"goal (mean >= 94.5 %): {'met' if test_mean >= 0.945 else f'missed by {100 * (0.945 - test_mean):.2f} points'}")
+
+# %% [markdown]
+# The mean misses the goal, by the margin the last line prints. A better recipe (random erasing, more
+# width within twice the multiply-adds), each change chosen on these validation images, has not been
+# searched yet; the recipe stays as it was, and the test set has not been used to change it.
