@@ -1,6 +1,7 @@
 """Regenerate README's results table and goal checks from results/*/metrics.json, its table of the
 controlled experiments from results/controlled.json, its speedrun tables from results/speedrun-mnist/
-and results/speedrun-cifar10/, and its speed table
+and results/speedrun-cifar10/, its transfer and residual-learning studies (results/transfer-cifar10/,
+results/residual-mnist/), and its speed table
 from results/benchmarks/train_speed_cpu.json (``--check`` only compares)."""
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from cnncourse import depth, transfer
 from cnncourse.cifar_speedrun import recorded_tables
 from cnncourse.reference import controlled_table, goals, speedrun_table, table, trick_table
 
@@ -17,6 +19,8 @@ SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 CONTROLLED_START, CONTROLLED_END = "<!-- controlled:start -->", "<!-- controlled:end -->"
 SPEEDRUN_START, SPEEDRUN_END = "<!-- speedrun:start -->", "<!-- speedrun:end -->"
 CIFAR_START, CIFAR_END = "<!-- speedrun-cifar10:start -->", "<!-- speedrun-cifar10:end -->"
+TRANSFER_START, TRANSFER_END = "<!-- transfer:start -->", "<!-- transfer:end -->"
+DEPTH_START, DEPTH_END = "<!-- residual:start -->", "<!-- residual:end -->"
 SPEED_JSON = "results/benchmarks/train_speed_cpu.json"
 
 
@@ -55,6 +59,8 @@ def render(readme: str) -> str:
     readme = _replace(readme, CONTROLLED_START, CONTROLLED_END, controlled_table(results))
     readme = _replace(readme, SPEEDRUN_START, SPEEDRUN_END, f"{speedrun_table(path=results)}\n\n{trick_table(path=results)}")
     readme = _replace(readme, CIFAR_START, CIFAR_END, recorded_tables(results))
+    readme = _replace(readme, TRANSFER_START, TRANSFER_END, transfer.recorded_table(results))
+    readme = _replace(readme, DEPTH_START, DEPTH_END, depth.recorded_table(results))
     speed = json.loads((README.parent / SPEED_JSON).read_text())
     return _replace(readme, SPEED_START, SPEED_END, speed_table(speed))
 

@@ -121,7 +121,8 @@ def test_each_lesson_in_the_laptop_scale_record_is_stored_at_that_scale_with_its
         assert script.target_lines(notebook) == entry["targets"], stem        # the record is of these outputs
         assert entry["all_targets_met"], stem
         code = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
-        trains = any(re.search(r"\b(fit|speedrun_mnist|speedrun_cifar10)\(", line) for text in code
+        trainers = r"\b(fit|speedrun_mnist|speedrun_cifar10|transfer_experiment|depth_study)\("
+        trains = any(re.search(trainers, line) for text in code
                      for line in text.splitlines() if not line.strip().startswith("#"))
         assert bool(entry["targets"]) == trains, stem  # every lesson that trains live prints its strict line
         assert entry["minutes"] == round(notebook["metadata"]["cnncourse"]["executed_seconds"] / 60, 2)
