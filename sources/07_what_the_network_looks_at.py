@@ -12,8 +12,8 @@
 # 4. the maps of a strong CIFAR-10 network (90 %) and of LeNet (68 %), and a test of what they are worth;
 # 5. **transfer learning**, live: five new classes from 100 labelled images each.
 #
-# The evidence (captum cross-checks, the maps' audit, the recorded transfer runs, ImageNet's weights) is
-# in [the lab](labs/07_maps_experiments.ipynb).
+# [The lab](labs/07_maps_experiments.ipynb) has the recorded transfer runs, the maps' captum cross-checks and
+# audit for LeNet and lesson 4's ResNet-20, and the loading code for ImageNet's weights (not measured).
 #
 # Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
 # 5 VGG16 on Galaxy10 · 6 ResNet-50 on Galaxy10 · 7 what the network looks at · 8 a Vision Transformer ·
@@ -266,8 +266,8 @@ nb07.check_class_activation_map(class_activation_map)
 # LeNet's unpadded 5 x 5 convolution, 2 x 2 pooling and 5 x 5 convolution give $s = 2$, then $2.5$ with
 # $J = 2$, then $6.5$: cell $i$ of `bn2` sits on pixel $2i + 6.5$. Bilinear interpolation to the image's
 # size (as captum's `LayerAttribution.interpolate` does) puts it on $3.2i + 1.1$ instead: 1.6 times too
-# wide. The speedrun network's 2 x 2 first layer gives $s = 0.5$, and each 2 x 2 pooling doubles $J$ and
-# adds $J/2$: after two blocks $J = 4$, $s = 2$. Below, the package's `map_geometry` gives the same;
+# wide. The speedrun network's 2 x 2 first layer gives $s = 0.5$, and each 2 x 2 pooling adds half the
+# current $J$ to $s$, then doubles $J$: after two blocks $J = 4$, $s = 2$. Below, the package's `map_geometry` gives the same;
 # [the lab](labs/07_maps_experiments.ipynb) checks such geometry cell by cell with autograd.
 
 # %%
@@ -308,8 +308,8 @@ nb07.check_heatmap_on_image(heatmap_on_image)
 # test images, each cell a square centred where it looks (the last four rows and columns lie in none):
 # yellow for the predicted class, blue against it. Both colours lie on object and background; the ReLU
 # keeps the yellow. For the ship, the most extreme cell is blue, on the dark hull at the bottom left.
-# Without the ReLU, a map scaled by its largest absolute value can show the strongest evidence
-# *against* the class as the hottest spot.
+# Without the ReLU, a map drawn by its absolute value (as saliency is) would show the strongest
+# evidence *against* the class, here the ship's blue cell, as its hottest spot.
 
 # %%
 def signed_cam(model, layer, images, targets):
@@ -370,8 +370,8 @@ show_heat_maps(airs, air_right, heat_rows(air, air[15], airs, air_right, ["predi
 # %% [markdown]
 # A strong network does not draw cleaner maps. Its saliency maps are still grainy, mostly a cloud in
 # the middle of the image and darker towards the frame. Grad-CAM's brightest cells lie on the object for
-# the automobile, cat, deer, horse (its head) and ship (its red hull), at its edge for the bird and the
-# dog, and off it for the airplane (the bottom-left corner) and the frog (leaves at the left edge).
+# the automobile, cat, deer, dog (its front leg), horse (its head) and ship (the right end of its red
+# hull), at its edge for the bird, and off it for the airplane (the bottom-left corner) and the frog (leaves at the left edge).
 # Block 2's cells see 23 x 23 pixels, so a cell on the background also sees part of the object.
 
 # %%
@@ -453,12 +453,14 @@ for name, (model, layer, shown) in CAM_LAYERS.items():
 
 # %% [markdown]
 # Over all 10,000 test images, hiding a map's own top quarter hurts most on average, in all four rows.
-# For the speedrun network it hurts more than another image's top quarter by 11 (saliency) to 18
+# For the speedrun network it hurts more than another image's top quarter by 12 (saliency) to 18
 # (Grad-CAM) standard errors: its maps say something about *this* image beyond "the middle". For LeNet
 # the lead is smaller: about 8 standard errors for Grad-CAM, barely 2 for saliency. Method by method,
-# the stronger network's maps are the more faithful, though they do not look cleaner. 7 x 7 cells rank
-# pixels coarsely: Grad-CAM's bottom quarter still hurts nearly as much as another image's top.
-# [The lab](labs/07_maps_experiments.ipynb) adds a random quarter and the interpolated drawing.
+# the stronger network's maps are the more faithful, though they do not look cleaner. For the speedrun
+# network, Grad-CAM's bottom quarter still hurts nearly as much as another image's top: its 7 x 7 cells
+# rank pixels coarsely, and its ReLU leaves many pixels tied at zero, so that quarter is partly arbitrary.
+# [The lab](labs/07_maps_experiments.ipynb) adds, for LeNet and ResNet-20, a random quarter and the
+# interpolated drawing.
 
 # %% [markdown]
 # ## Transfer learning: five new classes from 100 images each
@@ -467,9 +469,9 @@ for name, (model, layer, shown) in CAM_LAYERS.items():
 # trains that layer alone (a **frozen backbone**) or everything (**fine-tuning**). Live: the speedrun
 # network learns airplane, automobile, bird, cat and deer from their 25,000 training images; then dog,
 # frog, horse, ship and truck from **100 labelled images each**, fine-tuned, with a frozen backbone, or
-# from scratch (random weights; the whitening layer from the 500 images). One recipe for all three
-# (`transfer.FewShotRecipe`: 40 passes, SGD, cosine schedule, crops and flips; fixed before the runs);
-# seeds 0-2 draw the images and the new layer; each network is scored on the new classes' 5,000 test
+# from scratch (initialised as in lesson 9, the whitening layer from the 500 images). One recipe for all
+# three (`transfer.FewShotRecipe`: 40 passes, SGD, cosine schedule, crops and flips; fixed before the
+# runs); seeds 0-2 draw the images, the new layer and the order of training; each network is scored on the new classes' 5,000 test
 # images (chance: 20 %).
 #
 # **Targets at the laptop scale**: the first network at least 85 % on its classes' test images in at most
@@ -566,7 +568,7 @@ nb07.check_prepare_for_fine_tuning(prepare_for_fine_tuning)
 # * Grad-CAM weighs a layer's maps by their average gradient, caught by hooks, and keeps the positive
 #   part; after average pooling and one dense layer it is CAM.
 # * Cell $i$ of a layer lies on input pixel $J i + s$; interpolating its map misplaces it.
-# * Hiding pixels tests a map: the strong network's maps beat another image's by 11-18 standard errors,
+# * Hiding pixels tests a map: the strong network's maps beat another image's by 12-18 standard errors,
 #   LeNet's by less, though neither network's maps outline the objects.
 # * Transfer learning: from 100 images a class, fine-tuning beat training from scratch by about ten
 #   points; a frozen backbone gained about one.
