@@ -317,7 +317,7 @@ def _build_data(config: TrainConfig, device, seed: int):
         loaders = fast_loaders(name, batch_size=config.batch_size, augment=config.augment, image_size=size,
                                device=device, seed=seed, root=config.data_root, channels_last=config.channels_last,
                                preset=config.preset, val_fraction=config.val_fraction, subset=config.train_subset,
-                               val_seed=config.data_seed())
+                               val_seed=config.data_seed(), erase=config.random_erasing)
         train, val, test = loaders if len(loaders) == 3 else (loaders[0], None, loaders[1])
         return train, val, test, train.classes or list(info.classes), info
     splits = ("train", "val", "test") if config.val_fraction else ("train", "test")

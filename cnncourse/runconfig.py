@@ -77,6 +77,9 @@ class TrainConfig:
     augment: bool = field(default=False, metadata=_opt(
         "augment training images: crops (+ flips) for MNIST, Fashion-MNIST and CIFAR-10, rotations and flips "
         "for galaxies"))
+    random_erasing: float = field(default=0.0, metadata=_opt(
+        "probability of erasing a random rectangle (2 to 33 percent of the image) of each training image to the mean "
+        "colour (Zhong et al., 2020), in [0, 1]; needs --loader fast (default: 0, off)", metavar="P"))
     seed: int = field(default=0, metadata=_opt("random seed", metavar="K"))
     quick: bool = field(default=False, metadata=_opt(
         "quick mode: the small samples shipped with cnncourse, no network", "where and how fast"))
@@ -149,6 +152,11 @@ class TrainConfig:
         from cnncourse.train import check_options
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must be in [0, 1), e.g. 0.1; got {self.val_fraction}")
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise ValueError(f"--random-erasing is a probability in [0, 1], e.g. 0.5; got {self.random_erasing}")
+        if self.random_erasing and self.loader != "fast":
+            raise ValueError("--random-erasing needs --loader fast (the in-memory loader erases on the device); "
+                             "leave --loader out")
         for name, low in (("batch_size", 1), ("image_size", 1), ("threads", 1), ("workers", 0),
                           ("train_subset", 1), ("seed", 0), ("val_seed", 0)):
             value = getattr(self, name)

@@ -436,3 +436,58 @@ def test_tensor_loader_rejects_labels_outside_the_classes():
         TensorLoader(noise(2, 1, 4), torch.tensor([0, -1]))
     with pytest.raises(ValueError, match="no recipe"):
         TensorLoader(noise(2, 1, 4), torch.zeros(2), augment=True)
+
+
+# --------------------------------------------------------------------------- random erasing
+def test_erase_boxes_keep_torchvisions_area_and_ratio_and_the_probability():
+    from cnncourse.fastdata import erase_boxes
+    boxes = erase_boxes(20000, (28, 28), 0.5, torch.Generator().manual_seed(0))
+    top, left, h, w = boxes.T
+    chosen = h > 0
+    assert 0.48 < chosen.float().mean() < 0.52
+    area = (h[chosen] * w[chosen]).float() / 28 ** 2
+    assert area.min() >= 0.01 and area.max() <= 0.36 and 0.15 < area.mean() < 0.20   # uniform 0.02-0.33: 0.175
+    assert ((top + h) <= 28).all() and ((left + w) <= 28).all() and (top >= 0).all() and (left >= 0).all()
+    assert torch.equal(boxes, erase_boxes(20000, (28, 28), 0.5, torch.Generator().manual_seed(0)))
+
+
+def test_erase_zeroes_exactly_each_images_rectangle():
+    from cnncourse.fastdata import erase
+    x = torch.randn(3, 2, 6, 7) + 5.0                      # no pixel is 0 before
+    boxes = torch.tensor([[1, 2, 3, 4], [0, 0, 0, 5], [5, 6, 1, 1]])   # the second image: height 0, left alone
+    out = erase(x, boxes)
+    expected = x.clone()
+    expected[0, :, 1:4, 2:6] = 0.0
+    expected[2, :, 5:6, 6:7] = 0.0
+    assert torch.equal(out, expected)
+
+
+def test_a_loader_with_erasing_erases_about_that_share_of_its_images_and_resumes_exactly():
+    images = torch.full((400, 1, 16, 16), 200, dtype=torch.uint8)
+    labels = torch.zeros(400, dtype=torch.long)
+    loader = TensorLoader(images, labels, batch_size=400, mean=(0.0,), std=(1.0,), erase=0.5, seed=3)
+    x, _ = next(iter(loader))
+    erased = (x == 0).flatten(1).any(dim=1)                 # 0 is the mean colour after normalisation
+    assert 0.4 < erased.float().mean() < 0.6
+    loader.set_epoch(0)
+    assert torch.equal(next(iter(loader))[0], x)            # the same epoch, the same rectangles
+    plain = TensorLoader(images, labels, batch_size=400, mean=(0.0,), std=(1.0,), seed=3)
+    assert not (next(iter(plain))[0] == 0).any()
+    with pytest.raises(ValueError, match="0 to 1"):
+        TensorLoader(images, labels, erase=1.5)
+
+
+def test_the_train_command_passes_random_erasing_to_the_training_loader_only(monkeypatch):
+    from cnncourse.runconfig import TrainConfig
+    with pytest.raises(ValueError, match="--random-erasing is a probability"):
+        TrainConfig(model="lenet", data="mnist", random_erasing=2.0).validate()
+    with pytest.raises(ValueError, match="needs --loader fast"):
+        TrainConfig(model="lenet", data="mnist", random_erasing=0.5, loader="torch").validate()
+    assert "--random-erasing 0.5" in TrainConfig(model="lenet", data="mnist", random_erasing=0.5).command("out")
+    cnncourse.set_quick_mode(True)
+    train, test = fast_loaders("mnist", batch_size=32, erase=0.5)
+    assert train.erase == 0.5 and test.erase == 0.0
+    from cnncourse.cli import _build_data
+    config = TrainConfig(model="lenet", data="mnist", random_erasing=0.5, val_fraction=0.1, quick=True)
+    train, val, test, _, _ = _build_data(config, torch.device("cpu"), seed=0)
+    assert (train.erase, val.erase, test.erase) == (0.5, 0.0, 0.0)
