@@ -153,6 +153,7 @@ commands() {
 run() {
   local name=$1; shift
   [ -f "results/$name/metrics.json" ] && { echo "skip $name (recorded)"; return 0; }
+  mkdir -p "$(dirname "results/$name")"   # a new group's folder, for its runs' logs
   if [ -f "results/$name/checkpoint.pt" ]; then   # an interrupted run continues from its last epoch
     set -- --resume --threads 1
   elif [ -f "results/$name/run.json" ]; then       # killed before its first checkpoint: start again
