@@ -416,6 +416,6 @@ EXERCISES = [
     Exercise("heatmap_on_image", "A layer's heat map placed on its image", "Where a map's cells lie on the image",
              check_heatmap_on_image, HEATMAP_ON_IMAGE),
     Exercise("prepare_for_fine_tuning", "A new head for fine-tuning, and a frozen backbone",
-             "Transfer learning: ImageNet weights in the course's ResNet-50", check_prepare_for_fine_tuning,
+             "Transfer learning: five new classes from 100 images each", check_prepare_for_fine_tuning,
              PREPARE_FOR_FINE_TUNING),
 ]
