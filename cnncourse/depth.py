@@ -149,25 +149,14 @@ def recorded_table(path=None, name: str = "residual-mnist/study") -> str:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """``python -m cnncourse.depth --data-root DATA --out results/residual-mnist/study``: the study with
     seeds 0-2, recorded in OUT/metrics.json (refuses an OUT that holds a record, unless --overwrite)."""
-    import argparse
-    from pathlib import Path
-
-    from cnncourse.speedrun import record
-    parser = argparse.ArgumentParser(prog="python -m cnncourse.depth", description=main.__doc__)
+    from cnncourse.speedrun import record, recording_parser, start_recording
+    parser = recording_parser("python -m cnncourse.depth", main.__doc__)
     parser.add_argument("--data", default="mnist")
-    parser.add_argument("--data-root", default=None, help="the data folder (not recorded in the command)")
-    parser.add_argument("--out", required=True)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--subset", type=int, default=10000)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="torch's threads (not recorded in the command)")
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    if (Path(args.out) / "metrics.json").exists() and not args.overwrite:
-        parser.error(f"{args.out} already holds a recorded run: choose another --out, or pass --overwrite")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = start_recording(parser, argv)
     runs = [depth_study(args.data, seed, args.width, args.subset, args.epochs, root=args.data_root, progress=True)
             for seed in range(args.seeds)]
     command = (f"python -m cnncourse.depth --data {args.data} --out {args.out} --seeds {args.seeds} "

@@ -258,6 +258,30 @@ def speedrun_mnist(recipe: Optional[MnistRecipe] = None, seed: int = 0, root=Non
 
 
 # ------------------------------------------------------------------------------------- recording
+def recording_parser(prog: str, description: Optional[str]):
+    """The options every recorded experiment's command takes (``python -m cnncourse.depth``,
+    ``python -m cnncourse.transfer``): ``--data-root`` and ``--threads`` belong to the machine and stay
+    out of the recorded command; ``--out`` is the run folder; ``--overwrite`` allows replacing a record."""
+    import argparse
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--data-root", default=None, help="the data folder (not recorded in the command)")
+    parser.add_argument("--out", required=True, help="the run folder for metrics.json")
+    parser.add_argument("--threads", type=int, default=None, help="torch's threads (not recorded in the command)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the record OUT holds")
+    return parser
+
+
+def start_recording(parser, argv=None):
+    """Parse ``argv``, refuse an ``--out`` that already holds a record (unless ``--overwrite``: a run folder
+    is never replaced by accident) and set torch's threads; returns the parsed options."""
+    args = parser.parse_args(argv)
+    if (Path(args.out) / "metrics.json").exists() and not args.overwrite:
+        parser.error(f"{args.out} already holds a recorded run: choose another --out, or pass --overwrite")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
 def record(result: Dict[str, Any], out, command: str) -> Path:
     """Write ``out/metrics.json``: the result, the command that re-makes it and where it ran (the CPU's
     capability, torch, the commit)."""

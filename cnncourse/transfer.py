@@ -218,25 +218,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """``python -m cnncourse.transfer --data cifar10-jpeg --data-root DATA --out results/transfer-cifar10/laptop``:
     the experiment at the laptop scale's settings, recorded in OUT/metrics.json (refuses an OUT that
     holds a record, unless ``--overwrite``)."""
-    import argparse
-    from pathlib import Path
-
-    from cnncourse.speedrun import record
-    parser = argparse.ArgumentParser(prog="python -m cnncourse.transfer", description=main.__doc__)
+    from cnncourse.speedrun import record, recording_parser, start_recording
+    parser = recording_parser("python -m cnncourse.transfer", main.__doc__)
     parser.add_argument("--data", default="cifar10", help="cifar10, or an image-folder copy (cifar10-jpeg)")
-    parser.add_argument("--data-root", default=None, help="the data folder (not recorded in the command)")
-    parser.add_argument("--out", required=True, help="the run folder for metrics.json")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--pretrain-epochs", type=float, default=6)
     parser.add_argument("--epochs", type=int, default=FewShotRecipe.epochs, help="few-shot epochs")
-    parser.add_argument("--threads", type=int, default=None, help="torch's threads (not recorded in the command)")
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    if (Path(args.out) / "metrics.json").exists() and not args.overwrite:
-        parser.error(f"{args.out} already holds a recorded run: choose another --out, or pass --overwrite")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = start_recording(parser, argv)
     result = transfer_experiment(args.data, args.data_root, seeds=range(args.seeds), per_class=args.per_class,
                                  pretrain_epochs=args.pretrain_epochs, recipe=FewShotRecipe(epochs=args.epochs),
                                  progress=True)

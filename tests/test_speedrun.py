@@ -261,3 +261,20 @@ def test_search_check_agrees_with_the_recorded_choices_and_names_a_disagreement(
     done = subprocess.run([sys.executable, str(path), "check", "--out", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode != 0 and "set them in cnncourse/speedrun.py" in done.stderr
     assert subprocess.run([sys.executable, str(path), "check", "--out", str(recorded)]).returncode == 0
+
+
+def test_start_recording_refuses_a_record_sets_threads_and_keeps_machine_options_apart(tmp_path):
+    from cnncourse.speedrun import recording_parser, start_recording
+    parser = recording_parser("prog", None)
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit):                       # a record is never replaced by accident
+        start_recording(parser, ["--out", str(tmp_path)])
+    before = torch.get_num_threads()
+    try:
+        args = start_recording(parser, ["--out", str(tmp_path), "--overwrite", "--threads", "1",
+                                        "--data-root", "/somewhere"])
+        assert torch.get_num_threads() == 1 and args.overwrite and args.data_root == "/somewhere"
+    finally:
+        torch.set_num_threads(before)
+    fresh = start_recording(parser, ["--out", str(tmp_path / "new")])
+    assert not fresh.overwrite and fresh.threads is None and fresh.data_root is None
