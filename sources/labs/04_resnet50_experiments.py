@@ -11,7 +11,8 @@
 # 3. the 2 x 2 of recorded runs that separates the network's share from the recipe's;
 # 4. why two recordings of the article's set-up end a point and a half apart;
 # 5. an audit of the rebuild: the layer summary, and the defaults in which Keras and PyTorch differ;
-# 6. the reference results: the full-data runs against the article's figure.
+# 6. the reference results: the full-data runs against the article's figure, three seeds by the
+#    course's rule, and one change to the recipe (random erasing) judged on validation.
 
 # %%
 # Setup. In Google Colab: fetch the course (package, notebooks, recorded results), install it, and keep
@@ -34,6 +35,7 @@ if "google.colab" in sys.modules:
 
 # %% tags=["nbval-ignore-output"]
 import copy
+import math
 import statistics
 
 import matplotlib.pyplot as plt
@@ -513,6 +515,41 @@ print("each seed's test accuracy:", ", ".join(f"{100 * run['test_accuracy']:.2f}
 print(f"goal (mean >= 94.5 %): {'met' if test_mean >= 0.945 else f'missed by {100 * (0.945 - test_mean):.2f} points'}")
 
 # %% [markdown]
-# The mean misses the goal, by the margin the last line prints. A better recipe (random erasing, more
-# width within twice the multiply-adds), each change chosen on these validation images, has not been
-# searched yet; the recipe stays as it was, and the test set has not been used to change it.
+# The mean misses the goal, by the margin the last line prints. The test set has not been used to
+# change the recipe; a change must win on the validation images.
+#
+# ## One change, chosen on validation: random erasing
+#
+# **Random erasing** (Zhong et al., 2020) blanks a rectangle of a training image, with probability 0.5,
+# to the data set's mean: from a fiftieth to a third of the image, aspect ratio 0.3-3.3 (torchvision's
+# `RandomErasing` defaults; here `fast_loaders(erase=0.5)`, `cnncourse train --random-erasing 0.5`). A
+# garment partly hidden (up to a third of the image) must be recognised from the rest. Everything else is the recipe above: the same hold-out,
+# seeds 0-2 (`bash results/run_experiments.sh DATA 2 fmnist-erasing`). The rule, written in
+# `results/controlled.json` before the runs: adopted only if the mean validation accuracy beats the
+# recipe's by more than two standard errors of the difference of the means,
+#
+# $$\mathrm{SE} = \sqrt{s_1^2 / n_1 + s_2^2 / n_2},$$
+#
+# with $s$ the sample standard deviation (divisor $n - 1$) over a group's $n$ seeds.
+
+# %%
+erasing_groups = {"the course's recipe": "reference-fmnist/resnet20",
+                  "the recipe + random erasing 0.5": "fmnist-erasing/resnet20-erase0.5"}
+print(reference.seed_table(erasing_groups))
+base, erased = (reference.seed_stats(prefix) for prefix in erasing_groups.values())
+gain = erased["mean"] - base["mean"]
+standard_error = math.sqrt(base["std"] ** 2 / base["n"] + erased["std"] ** 2 / erased["n"])
+print("validation accuracy per seed:", {label: [f"{100 * v:.2f}" for v in stats["values"]]
+                                       for label, stats in zip(erasing_groups, (base, erased))})
+print(f"mean validation gain {100 * gain:+.2f} points; two standard errors of the difference {200 * standard_error:.2f} "
+      f"points; adopted: {gain > 2 * standard_error}")
+
+# %% [markdown]
+# Random erasing does not win on validation: its mean is 0.11 points below the recipe's, less than one
+# standard error, and it wins one seed of three (the line under the table), so the rule rejects it and
+# the reference recipe stays as it is. Over these three seeds its validation spread is larger than the
+# recipe's; its test spread is not. Its test accuracy, read once per run in the table, played no part in
+# the decision. The minutes per run do not measure erasing's cost: the recipe's mean includes seed 0's
+# paused hours, and the groups ran hours apart beside different work (even the recipe's unpaused seeds
+# took about half an hour, erasing's about 18 minutes). Other changes, more width or label smoothing's
+# strength, are not measured yet; the goal stays missed by the margin printed above.
