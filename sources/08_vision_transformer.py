@@ -7,7 +7,7 @@
 # This lesson builds one from its pieces, each from its formula and checked against PyTorch:
 # (1) patches as tokens, (2) the class token and position embedding, (3) self-attention, one head and
 # many, (4) the Transformer block, (5) the whole network against torchvision's ViT-B/16. Then we train
-# the course's `vit_tiny`, compare it with a ResNet of its size and draw where it looks. The recorded
+# the course's `vit_tiny`, set it beside a strong CNN and draw where it looks. The recorded
 # runs, costs and audits are in [the lab](labs/08_vit_experiments.ipynb).
 #
 # Course: 1 theory · 2 LeNet on CIFAR-10 · 3 ResNet on MNIST · 4 ResNet-50 on Fashion-MNIST ·
@@ -547,40 +547,57 @@ print("target reached (test accuracy and time):", history.test_acc[-1] >= TARGET
 print("learned: training accuracy of the last epoch above the first's:", history.train_acc[-1] > history.train_acc[0])
 
 # %% [markdown]
-# ## Against ResNet-56: the recorded result
+# ## Against a strong CNN on the same CPU
 #
-# Is the ViT better than a CNN of its size? In the lab's controlled experiment, `vit_tiny` and
-# ResNet-56 train with the same data, recipe and seed for **the same time**, about half an hour each
-# on one CPU thread, on the course's JPEG copy of CIFAR-10 (lossy: close to the original, not the
-# same); the ViT, with fewer than half the multiply-adds per image (counted in the lab), makes more
-# epochs:
+# Is the ViT better than a CNN? Against ResNet-56, a network of its size trained with this recipe for
+# the same half hour on one thread, it ends within a point ([the lab](labs/08_vit_experiments.ipynb)).
+# Lesson 9's speedrun network is a CNN trained with a recipe tuned for speed. It and a longer ViT run
+# were recorded under the same conditions: two threads of the same model of 2-core CPU, bf16 autocast,
+# nothing else running, the course's JPEG copy of CIFAR-10. The ViT ran this lesson's recipe for a fixed
+# 20 epochs on 45,000 images (its validation accuracy after each); the speedrun network trained on all
+# 50,000 images, three seeds (their test accuracy with one view):
 
 # %%
-recorded = {name: reference.load_result(f"vit-vs-resnet/{name}-s0") for name in ("vit_tiny", "resnet56")}
+vit_long = reference.load_result("vit-long/vit_tiny-20ep-s0")
+strong = reference.seed_runs("speedrun-cifar10/recipe")
+vit_minutes = torch.tensor([h["seconds"] for h in vit_long["history"]]).cumsum(0) / 60
+strong_minutes = sorted(run["train_seconds"] / 60 for run in strong)[1]              # the median of three
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-for name, run in recorded.items():
-    minutes = torch.tensor([h["seconds"] for h in run["history"]]).cumsum(0) / 60
-    ax.plot(minutes, [100 * h["val_acc"] for h in run["history"]], marker="o", label=f"{name}, {run['epochs']} epochs")
-ax.set_xlabel("training time, minutes (one CPU thread)")
-ax.set_ylabel("validation accuracy, %")
-ax.set_title("Recorded: ViT against ResNet-56 in about the same time, CIFAR-10 (JPEG copy)", fontsize=10)
+ax.plot(vit_minutes, [100 * h["val_acc"] for h in vit_long["history"]], marker="o", ms=3,
+        label="vit_tiny: validation after each epoch")
+ax.plot(vit_minutes[-1], 100 * vit_long["test_accuracy"], "s", label="vit_tiny: test, at the end")
+ax.plot([run["train_seconds"] / 60 for run in strong], [100 * run["test_accuracy_no_tta"] for run in strong],
+        "*", ms=11, label="speedrun CNN: test, 3 seeds")
+ax.set_xlabel("training time, minutes (two threads, bf16, quiet CPU)")
+ax.set_ylabel("accuracy, %")
+ax.set_title("Recorded: the ViT against the speedrun CNN, CIFAR-10 (JPEG copy)", fontsize=10)
 ax.grid(alpha=0.3)
-ax.legend(loc="lower right")
+ax.legend(loc="lower right", fontsize=8)
 fig.tight_layout()
 plt.show()
-for name, run in recorded.items():
-    print(f"{name}: {run['epochs']} epochs in {reference.wall_minutes(run):.0f} min, validation "
-          f"{100 * run['val_accuracy']:.2f} %, test {100 * run['test_accuracy']:.2f} %")
-vit_run, resnet_run = recorded.values()
-print("the two end within one point of each other on validation and on test:",
-      all(abs(vit_run[key] - resnet_run[key]) < 0.01 for key in ("val_accuracy", "test_accuracy")))
+vit_then = [h["val_acc"] for h, m in zip(vit_long["history"], vit_minutes) if m <= strong_minutes]
+strong_tests = ", ".join(f"{100 * run['test_accuracy_no_tta']:.2f}" for run in strong)
+strong_times = ", ".join(f"{run['train_seconds'] / 60:.1f}" for run in strong)
+print(f"speedrun CNN ({strong[0]['num_parameters']:,} parameters): test accuracy with one view {strong_tests} %, "
+      f"in {strong_times} min")
+print(f"vit_tiny ({vit_long['num_parameters']:,} parameters): {vit_long['epochs']} epochs in "
+      f"{vit_minutes[-1]:.1f} min, validation {100 * vit_long['val_accuracy']:.2f} %, "
+      f"test {100 * vit_long['test_accuracy']:.2f} %")
+print(f"vit_tiny after {len(vit_then)} epochs, within the CNN's median time ({strong_minutes:.1f} min): "
+      f"validation {100 * vit_then[-1]:.2f} %")
+print("the CNN beats the ViT's end on test, in less time:",
+      all(r["test_accuracy_no_tta"] > vit_long["test_accuracy"] for r in strong) and strong_minutes < float(vit_minutes[-1]))
 
 # %% [markdown]
-# The two end within a point, the ViT ahead on validation, ResNet-56 on test: one seed each does not
-# rank them. Dosovitskiy et al. found ViTs trained on ImageNet alone behind ResNets of their size,
-# ahead only after pre-training on far more images: a convolution's **inductive bias** (nearby pixels
-# belong together, a pattern means the same anywhere) is worth much data. Our short runs cannot test
-# that; [the lab](labs/08_vit_experiments.ipynb) has the curves, costs and open questions.
+# **Reading the curve.** Within the CNN's ten minutes the ViT reaches about 61 % on validation, midway
+# through its schedule (the lab's 10-epoch run, annealed, ended near 66 %); after twice that time, 20
+# epochs, it ends near 73 % on test, still 17 points behind. The CNN gets through about a quarter more
+# images per second (the lab): far too little to explain the gap, which is in what each learns from an
+# image. Part of it is the recipe, tuned for speed in lesson 9 and plain here, and the CNN's 2.4 times as
+# many parameters. Part may be the convolution's **inductive bias**: nearby pixels belong together, and
+# a pattern means the same anywhere; the ViT must learn both from the data. These runs do not separate
+# the parts. Dosovitskiy et al. found ViTs trained on ImageNet alone behind ResNets of their size, level
+# or ahead only after pre-training on far more images; CIFAR-10's 50,000 are few.
 
 # %% [markdown]
 # ## What the ViT looks at, beside Grad-CAM
@@ -592,7 +609,8 @@ print("the two end within one point of each other on validation and on test:",
 #
 # $$R = \hat{A}_L \hat{A}_{L-1} \cdots \hat{A}_1, \qquad \text{map}_j = R_{0j}, \ j = 1, \dots, 64.$$
 #
-# For the first test image of each class, from the two recorded networks: the ViT's last-block map
+# For the first test image of each class, from the lab's two equal-time runs (the ViT's 10 epochs,
+# ResNet-56's 4): the ViT's last-block map
 # and rollout, beside Grad-CAM of ResNet-56's last stage (also 8 x 8) for its predicted class, each
 # scaled to 0..1 on its own. Each cell is drawn over the pixels it stands for, as in notebook 7: a
 # ViT token on its patch, centred on pixel $4i + 1.5$; a cell of ResNet-56's `layer3`, whose padded
@@ -688,5 +706,6 @@ fig.tight_layout()
 #   tokens; heads split the width and add no parameters.
 # * A pre-norm block has $4D^2 + 2DM + 9D + M$ parameters; ours with ViT-B/16's settings takes
 #   torchvision's weights. Its work grows as $T (4D^2 + 2DM) + 2T^2 D$ with the tokens.
-# * In equal time, `vit_tiny` and ResNet-56 end within a point, too close to rank with one seed.
+# * On the same CPU and threads, a CNN built for speed reaches about 90 % in ten minutes; `vit_tiny`
+#   ends near 73 % after twenty: the recipe, the size and perhaps a convolution's built-in assumptions.
 # * Attention maps show where the class token looked; Grad-CAM what raised one class's score.
