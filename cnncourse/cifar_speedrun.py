@@ -392,15 +392,25 @@ def recorded_tables(path=None, minutes: float = 15.0, accuracy: float = 0.93) ->
     tricks = [t for t in TRICKS if t in groups]
     if tricks:
         base = median["train_seconds"]
-        table = ["| trick removed | instead | seeds | training time | x the recipe's | test, six views | test, one view |",
-                 "|---|---|---|---|---|---|---|",
+        table = ["| trick removed | instead | seeds | training time | x the recipe's | test, six views | change | "
+                 "test, one view |", "|---|---|---|---|---|---|---|---|",
                  f"| none (the recipe) | | {len(runs)} | {base / 60:.1f} min | 1.00 | {100 * median['test_accuracy']:.2f} % "
-                 f"| {100 * median['test_accuracy_no_tta']:.2f} % |"]
+                 f"| | {100 * median['test_accuracy_no_tta']:.2f} % |"]
         for trick in tricks:
             removed = groups[trick]
             seconds = statistics.median(r["train_seconds"] for r in removed)
+            six = statistics.median(r["test_accuracy"] for r in removed)
             table.append(f"| {trick} | {TRICKS[trick][0]} | {len(removed)} | {seconds / 60:.1f} min | {seconds / base:.2f} "
-                         f"| {100 * statistics.median(r['test_accuracy'] for r in removed):.2f} % "
+                         f"| {100 * six:.2f} % | {100 * (six - median['test_accuracy']):+.2f} points "
                          f"| {100 * statistics.median(r['test_accuracy_no_tta'] for r in removed):.2f} % |")
-        text += "\n\n" + "\n".join(table)
+        noise = ""
+        if len(runs) > 1:
+            sd = 100 * statistics.stdev(r["test_accuracy"] for r in runs)
+            noise = (f" the recipe's {len(runs)} seeds differ by a standard deviation of {sd:.2f} points, so a change "
+                     f"within about twice that (±{2 * sd:.2f}) is not told apart from the seed.")
+        text += "\n\n" + "\n".join(table) + "\n\nChange: the median test accuracy with six views minus the recipe's;" \
+            + (noise or " one recipe seed: no spread to compare with.") \
+            + (f" Time: above 1, training without the trick is slower; the recipe's own seeds took "
+               f"{min(r['train_seconds'] for r in runs) / base:.2f}-{max(r['train_seconds'] for r in runs) / base:.2f} "
+               "times their median; ratios near that range, or between runs of different days, are not the trick's.")
     return text

@@ -239,8 +239,10 @@ def test_recorded_tables_read_the_runs_medians_and_the_goal(tmp_path):
     assert "| median of 3 | 10.5 min | 93.10 % |" in text
     assert "| mean ± sd | | 93.00 ± 0.46 % |" in text
     assert "at most 15 minutes of training: met" in text and "the course's JPEG copy of CIFAR-10" in text
-    assert "| Lookahead | plain Nesterov SGD, no pull towards the slow weights | 1 | 9.8 min | 0.94 | 92.00 % | 91.00 % |" \
-        in text
+    assert "| Lookahead | plain Nesterov SGD, no pull towards the slow weights | 1 | 9.8 min | 0.94 | 92.00 % " \
+        "| -1.10 points | 91.00 % |" in text
+    assert "3 seeds differ by a standard deviation of 0.46 points" in text
+    assert "the recipe's own seeds took 0.95-1.05 times their median" in text
     assert "missed: 0.40 points short" in cs.recorded_tables(tmp_path, accuracy=0.935)
 
 
