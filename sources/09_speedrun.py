@@ -3,8 +3,8 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cnncourse/cnncourse/blob/main/notebooks/09_speedrun.ipynb)
 #
-# **What you will learn.** Notebooks 2-6 trained for minutes to hours. Here the question turns
-# round: how little time does a network need? Two goals on the 2-core CPU the course is built on (the
+# **What you will learn.** Notebooks 2-6 trained for minutes to hours; how little time does a network
+# need? Two goals on the 2-core CPU the course is built on (the
 # first cell prints what yours has):
 # MNIST to 99.0 % test accuracy in at most 30 seconds of training, and CIFAR-10 to 93 % in at most
 # 15 minutes. The first half tours where training time goes: arithmetic against memory traffic,
@@ -37,8 +37,8 @@ if "google.colab" in sys.modules:
     cnncourse.colab.setup(use_drive=USE_DRIVE)
 
 # %% [markdown]
-# **Scale.** At the laptop scale, the default, the live runs read all of MNIST and CIFAR-10 (the stored
-# outputs: our JPEG copy of CIFAR-10); the CIFAR-10 one trains 3 of its 12 epochs, about 3 minutes with
+# **Scale.** At the laptop scale, the default, the live runs read all of MNIST and CIFAR-10 (stored
+# outputs: our JPEG copy); the CIFAR-10 one trains 3 of its 12 epochs, about 3 minutes with
 # native bf16. At the sample scale (`CNNCOURSE_QUICK=1`), labelled **quick sample**, they only show that
 # the code learns.
 
@@ -77,7 +77,7 @@ print(f"instruction sets: {', '.join(capability['flags']) or 'unknown'}; native 
 # %% [markdown]
 # Every speed figure depends on the machine. Two flags matter most: `avx512_bf16` and `amx_bf16` mean
 # the CPU multiplies bfloat16 numbers in hardware. Without them bfloat16 is emulated and *slower* than
-# float32 (ten times, for ResNet-20, on an AVX2-only machine the course once measured), so the
+# float32 (ten times for ResNet-20 on one AVX2-only machine), so the
 # speedruns use it only where the CPU has it (`speedrun.use_bf16`).
 
 # %% [markdown]
@@ -614,7 +614,7 @@ nb09.check_six_view_logits(six_view_logits)
 # `cifar_speedrun.speedrun_cifar10` puts the pieces together: the data stored once as one tensor
 # (channels_last; bfloat16 where the CPU has native bf16), batches of 1,024, and a clock from the
 # whitening set-up to the last step. The full run (`cnncourse speedrun --task cifar10`, 12 epochs) took
-# about 10 minutes here. At the laptop scale this cell trains 3 epochs on all 50,000 images (stored: the JPEG copy); **target: at
+# about 10 minutes here. At the laptop scale this cell trains 3 epochs on all 50,000 images; **target: at
 # least 80 % test accuracy, in at most 5 minutes where the CPU has native bf16 (15 without)**. The
 # sample scale trains 2,000 images, 8 epochs, batches of 128, a narrower network, and asks for 40 %:
 
@@ -636,8 +636,7 @@ print("target reached (test accuracy and time):", air["test_accuracy"] >= AIR_TA
 #
 # The number of epochs was chosen on 5,000 training images held out for validation (the lab shows the
 # search); then the recipe trained on all 50,000 images with three seeds, each in a fresh process with
-# nothing else running, and looked at the test set once. The data is the course's JPEG copy of
-# CIFAR-10 (a lossy copy of the images: accuracy on the original files may differ a little).
+# nothing else running, and looked at the test set once, on our JPEG copy of CIFAR-10.
 
 # %%
 cifar = reference.speedrun_results("speedrun-cifar10").get("recipe", [])
@@ -664,26 +663,34 @@ if cifar:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     plt.show()
+groups = reference.speedrun_results("speedrun-cifar10")
+for trick in [t for t in cifar_speedrun.TRICKS if t in groups and cifar]:   # each piece removed
+    runs = groups[trick]
+    print(f"without {trick:<25} {median_of(runs, 'train_seconds') / median_of(cifar, 'train_seconds'):4.2f} x the time, "
+          f"{100 * (median_of(runs, 'test_accuracy') - median_of(cifar, 'test_accuracy')):+.2f} points "
+          f"({len(runs)} seed{'s' if len(runs) > 1 else ''})")
 
 # %% [markdown]
 # **The goal is missed**: about 91 % in under 11 minutes, two points short of 93 %. Validation accuracy
 # barely rose from 12 to 16 epochs (the lab), so more epochs within 15 minutes would not close the gap;
-# what the JPEG copy's lossy images cost is not measured here.
+# what the JPEG copy's lossy images cost is not measured here. Under the figure: each piece removed, one
+# seed each (timed on other days: ratios within 10 % mean nothing; [the lab](labs/09_speedrun_experiments.ipynb) has a table).
 
 # %% [markdown]
 # ## Summary
 #
 # * Training time is arithmetic **and** memory traffic **and** Python overhead; for MNIST's small
 #   network the data as one tensor halved the time.
-# * Remove one trick at a time to learn what each is worth: some buy time, others accuracy. Print the
-#   machine beside every speed figure.
+# * Remove one trick at a time to learn what each is worth. On CIFAR-10, channels_last and bfloat16
+#   buy time, five other pieces about half a point each; float32 scores half a point more in three times
+#   the time. Print the machine beside every speed figure.
 # * airbench's pieces trade cleverness for epochs: with them a 2-core CPU trains CIFAR-10 (our JPEG copy)
-#   to about 91 % in about 10 minutes, an accuracy notebook 2's LeNet does not approach.
+#   to about 91 % in about 10 minutes, far beyond notebook 2's LeNet.
 
 # %% [markdown]
 # ## Experiment: how few epochs?
 #
 # With the live run's settings, train `cifar_speedrun.speedrun_cifar10(seed=S, val_fraction=0.1,
-# device="cpu", **dict(quick_settings, epochs=E))` for E = 2, 4 and 8 and seeds 0 and 1 (about a minute an epoch at the laptop scale; seconds a run at the sample scale),
+# device="cpu", **dict(quick_settings, epochs=E))` for E = 2, 4 and 8 and seeds 0 and 1 (a minute an epoch at the laptop scale),
 # and plot `val_accuracy` against `train_seconds`. Where does another epoch stop paying? Then remove one
 # piece at 4 epochs (`translate=0`, say): is the change larger than the difference between two seeds?
