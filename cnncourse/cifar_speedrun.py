@@ -412,5 +412,6 @@ def recorded_tables(path=None, minutes: float = 15.0, accuracy: float = 0.93) ->
             + (noise or " one recipe seed: no spread to compare with.") \
             + (f" Time: above 1, training without the trick is slower; the recipe's own seeds took "
                f"{min(r['train_seconds'] for r in runs) / base:.2f}-{max(r['train_seconds'] for r in runs) / base:.2f} "
-               "times their median; ratios near that range, or between runs of different days, are not the trick's.")
+               "times their median, and a removal timed on another day can differ by more: a ratio near that range is not the "
+               "trick's.")
     return text

@@ -674,7 +674,7 @@ for trick in [t for t in cifar_speedrun.TRICKS if t in groups and cifar]:   # ea
 # **The goal is missed**: about 91 % in under 11 minutes, two points short of 93 %. Validation accuracy
 # barely rose from 12 to 16 epochs (the lab), so more epochs within 15 minutes would not close the gap;
 # what the JPEG copy's lossy images cost is not measured here. Under the figure: each piece removed, one
-# seed each (timed on other days: ratios within 10 % mean nothing; [the lab](labs/09_speedrun_experiments.ipynb) has a table).
+# seed (other days' timings: ratios of 0.88-1.11 mean nothing; [the lab](labs/09_speedrun_experiments.ipynb) has a table).
 
 # %% [markdown]
 # ## Summary
@@ -682,8 +682,8 @@ for trick in [t for t in cifar_speedrun.TRICKS if t in groups and cifar]:   # ea
 # * Training time is arithmetic **and** memory traffic **and** Python overhead; for MNIST's small
 #   network the data as one tensor halved the time.
 # * Remove one trick at a time to learn what each is worth. On CIFAR-10, channels_last and bfloat16
-#   buy time, five other pieces about half a point each; float32 scores half a point more in three times
-#   the time. Print the machine beside every speed figure.
+#   buy time, five other pieces about half a point each (one seed); float32 scores half a point more in
+#   over three times the time. Print the machine beside every speed figure.
 # * airbench's pieces trade cleverness for epochs: with them a 2-core CPU trains CIFAR-10 (our JPEG copy)
 #   to about 91 % in about 10 minutes, far beyond notebook 2's LeNet.
 

@@ -273,10 +273,10 @@ if recipe_runs and removed:
 # %% [markdown]
 # **Read.** channels_last and bf16 buy time: without them the run took 1.84 and 3.30 times as long.
 # Whitening, identity initialisation, the BatchNorm biases' rate, translations and Lookahead buy
-# accuracy: without each, seed 0 scored 0.46-0.64 points lower, three to four times outside the band.
+# accuracy: without each, seed 0 scored 0.46-0.64 points lower, 3 to 4.5 times the band's half-width.
 # The whitening bias schedule, derandomised flips and label smoothing stay inside it: one seed does not
 # show what they are worth. float32 is the one removal that scored higher (+0.49 points): part of the
-# distance to 93 % is bfloat16's precision, but float32's 31.7 minutes do not fit the budget.
+# distance to 93 % is probably bfloat16's precision, but float32's 31.7 minutes do not fit the budget.
 
 # %% [markdown]
 # ## The shipped network
