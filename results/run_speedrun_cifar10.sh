@@ -10,6 +10,8 @@
 #   PART without: each trick of cnncourse.cifar_speedrun.TRICKS removed, one at a time, with the same seeds:
 #                 results/speedrun-cifar10/without-<trick>-s<seed>/ (SEEDS=1 for the speed-only tricks).
 # Runs already recorded (metrics.json present) are skipped, so the script resumes where it stopped.
+# ONLY: for PART without, the removals to run, as folder names without "without-" and the seed
+#   (e.g. ONLY="whitening lookahead"): seeds 1-2 of the accuracy pieces without rerunning the speed-only ones.
 # DATASET: what --data names inside DATA (default cifar10-jpeg, the JPEG copy; "cifar10" for the real files).
 set -euo pipefail
 data=${1:?usage: bash results/run_speedrun_cifar10.sh DATA_FOLDER PART [THREADS [SEEDS]]}
@@ -45,6 +47,7 @@ case $part in
   without)
     $python -c "from cnncourse.cifar_speedrun import TRICKS; print('\n'.join(TRICKS))" | while read -r trick; do
       slug=$(echo "$trick" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9\n' '-')
+      if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $slug "* ]]; then continue; fi
       for seed in $(seq 0 $((seeds - 1))); do
         # shellcheck disable=SC2046
         run "without-$slug-s$seed" --without "$trick" --seed "$seed" $(epochs_flag)
