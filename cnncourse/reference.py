@@ -365,17 +365,7 @@ def controlled_table(path: Optional[PathLike] = None) -> str:
     return "\n".join(rows)
 
 
-# ------------------------------------------------------------------------------- notebook 9's speedrun
-def speedrun_results(prefix: str = "speedrun-mnist", path: Optional[PathLike] = None) -> Dict[str, List[dict]]:
-    """The runs of ``cnncourse speedrun`` recorded in ``results/<prefix>/*/metrics.json``, grouped:
-    ``{"recipe": [...], "<trick removed>": [...]}``, each list in seed order; {} when none is recorded."""
-    groups: Dict[str, List[dict]] = {}
-    for file in sorted((results_dir(path) / prefix).glob("*/metrics.json")):
-        run = json.loads(file.read_text())
-        groups.setdefault(run.get("removed_trick") or "recipe", []).append(run)
-    return {name: sorted(runs, key=lambda run: run["seed"]) for name, runs in groups.items()}
-
-
+# ------------------------------------------------------------------------------- the speedruns' hardware
 def speedrun_hardware(run: dict) -> str:
     """The CPU a speedrun ran on and what it can do, e.g. "Intel(R) Xeon(R) Processor, 2 threads of 2
     cores, AVX512 (native bf16: True)"."""
@@ -383,56 +373,3 @@ def speedrun_hardware(run: dict) -> str:
     threads = prov["torch_threads"]
     return (f"{prov['cpu']}, {threads} thread{'s' if threads != 1 else ''} of {prov['cores']} cores, torch CPU capability "
             f"{prov['torch_cpu_capability']} (native bf16: {prov['native_bf16']})")
-
-
-def _median(values: List[float]) -> float:
-    import statistics
-    return statistics.median(values)
-
-
-def speedrun_table(prefix: str = "speedrun-mnist", path: Optional[PathLike] = None, seconds: float = 30.0,
-                   accuracy: float = 0.99) -> str:
-    """Markdown: the recipe's runs seed by seed (training seconds, validation and test accuracy), their
-    median, and whether the median meets the goal; "not measured yet" when nothing is recorded."""
-    runs = speedrun_results(prefix, path).get("recipe")
-    if not runs:
-        return "MNIST speedrun: not measured yet."
-    rows = ["| seed | training time | validation accuracy | test accuracy (10,000 images) |", "|---|---|---|---|"]
-    rows += [f"| {r['seed']} | {r['train_seconds']:.1f} s | {100 * r['val_accuracy']:.2f} % | "
-             f"{100 * r['test_accuracy']:.2f} % |" for r in runs]
-    time_ = _median([r["train_seconds"] for r in runs])
-    test = _median([r["test_accuracy"] for r in runs])
-    rows.append(f"| median of {len(runs)} | {time_:.1f} s | {100 * _median([r['val_accuracy'] for r in runs]):.2f} % "
-                f"| {100 * test:.2f} % |")
-    misses = ([f"{time_ - seconds:.1f} s over"] if time_ > seconds else []) + \
-        ([f"{100 * (accuracy - test):.2f} points short"] if test < accuracy else [])
-    verdict = f"missed: {', '.join(misses)}" if misses else "met"
-    recipe = runs[0]["recipe"]
-    return "\n".join(rows) + (
-        f"\n\nGoal {100 * accuracy:.1f} % test accuracy in at most {seconds:.0f} s of training: {verdict}. "
-        f"Recipe: {recipe['epochs']} epochs, batch {recipe['batch_size']}, width {recipe['width']}; "
-        f"{speedrun_hardware(runs[0])}; torch {runs[0]['provenance']['torch_version']}, "
-        f"commit {str(runs[0]['provenance']['git_commit'])[:7]}.")
-
-
-def trick_table(prefix: str = "speedrun-mnist", path: Optional[PathLike] = None) -> str:
-    """Markdown: for each trick of ``cnncourse.speedrun.TRICKS``, the run without it against the recipe
-    (medians over the seeds recorded): training seconds, how many times slower, test accuracy."""
-    from cnncourse.speedrun import TRICKS
-    groups = speedrun_results(prefix, path)
-    if "recipe" not in groups:
-        return "Trick removal: not measured yet."
-    base = _median([r["train_seconds"] for r in groups["recipe"]])
-    rows = ["| trick removed | instead | seeds | training time | x the recipe's | test accuracy |",
-            "|---|---|---|---|---|---|",
-            f"| none (the recipe) | | {len(groups['recipe'])} | {base:.1f} s | 1.00 | "
-            f"{100 * _median([r['test_accuracy'] for r in groups['recipe']]):.2f} % |"]
-    for trick, (instead, _) in TRICKS.items():
-        runs = groups.get(trick)
-        if not runs:
-            rows.append(f"| {trick} | {instead} | | not measured yet | | |")
-            continue
-        seconds = _median([r["train_seconds"] for r in runs])
-        rows.append(f"| {trick} | {instead} | {len(runs)} | {seconds:.1f} s | {seconds / base:.2f} | "
-                    f"{100 * _median([r['test_accuracy'] for r in runs]):.2f} % |")
-    return "\n".join(rows)

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from cnncourse import depth, transfer
-from cnncourse.cifar_speedrun import recorded_tables
-from cnncourse.reference import controlled_table, goals, speedrun_table, table, trick_table
+from cnncourse.reference import controlled_table, goals, table
+from cnncourse.speedrun_records import recorded_tables, speedrun_table, trick_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"

@@ -55,7 +55,7 @@ import torchvision
 from torch import nn
 
 import cnncourse
-from cnncourse import cifar_speedrun, reference, speedrun
+from cnncourse import cifar_speedrun, reference, speedrun, speedrun_records
 from cnncourse.data import cifar10_source
 from cnncourse.shapes import count_macs
 from cnncourse.speedrun import MnistRecipe, TRICKS, mnist_net
@@ -287,7 +287,7 @@ print("target reached (test accuracy and time):", result["test_accuracy"] >= TAR
 # line the recipe:
 
 # %%
-groups = reference.speedrun_results()
+groups = speedrun_records.speedrun_results()
 
 
 def median_of(runs, key):
@@ -639,11 +639,12 @@ print("target reached (test accuracy and time):", air["test_accuracy"] >= AIR_TA
 # nothing else running, and looked at the test set once, on our JPEG copy of CIFAR-10.
 
 # %%
-cifar = reference.speedrun_results("speedrun-cifar10").get("recipe", [])
+groups = speedrun_records.speedrun_results("speedrun-cifar10")   # recipe-s*/ and without-*/: one group each
+cifar = groups.get("recipe", [])
 if cifar:
     minutes = median_of(cifar, "train_seconds") / 60
     tests = [100 * r["test_accuracy"] for r in cifar]
-    data_name = cifar_speedrun.DATA_NAMES.get(cifar[0].get("data"), cifar[0].get("data"))
+    data_name = speedrun_records.DATA_NAMES.get(cifar[0].get("data"), cifar[0].get("data"))
     spread = (f" (mean ± sd) {statistics.mean(tests):.2f} ± {statistics.stdev(tests):.2f}" if len(tests) > 1
               else f" {tests[0]:.2f}")
     print(f"{len(cifar)} seed{'s' if len(cifar) > 1 else ''} on {reference.speedrun_hardware(cifar[0])}; data: {data_name}")
@@ -658,33 +659,31 @@ if cifar:
     ax.axvline(15, color="tab:red", linestyle=":", label="the 15-minute budget")
     ax.set_xlabel("training time, minutes")
     ax.set_ylabel("training loss (label-smoothed), nats")
-    ax.set_title("CIFAR-10 (JPEG copy) speedrun on the course's 2-core CPU (recorded runs)")
+    ax.set_title("CIFAR-10 (JPEG copy) speedrun, recorded runs\non the course's 2-core CPU", fontsize=10)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2)   # below: no legend over lines
     ax.grid(alpha=0.3)
     fig.tight_layout()
     plt.show()
-groups = reference.speedrun_results("speedrun-cifar10")
-for trick in [t for t in cifar_speedrun.TRICKS if t in groups and cifar]:   # each piece removed
-    runs = groups[trick]
-    print(f"without {trick:<25} {median_of(runs, 'train_seconds') / median_of(cifar, 'train_seconds'):4.2f} x the time, "
-          f"{100 * (median_of(runs, 'test_accuracy') - median_of(cifar, 'test_accuracy')):+.2f} points "
-          f"({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+for e in speedrun_records.removal_effects(groups):   # each piece removed, against the recipe's medians
+    print(f"without {e['trick']:<25} {e['ratio']:4.2f} x the time, {e['change']:+.2f} points "
+          f"({e['seeds']} seed{'s' if e['seeds'] > 1 else ''})")
 
 # %% [markdown]
 # **The goal is missed**: about 91 % in under 11 minutes, two points short of 93 %. Validation accuracy
-# barely rose from 12 to 16 epochs (the lab), so more epochs within 15 minutes would not close the gap;
-# what the JPEG copy's lossy images cost is not measured here. Under the figure: each piece removed, one
-# seed (other days' timings: ratios of 0.88-1.11 mean nothing; [the lab](labs/09_speedrun_experiments.ipynb) has a table).
+# barely rose from 12 to 16 epochs (the lab): more epochs would not close the gap; what the JPEG
+# copy's lossy images cost is not measured. Under the figure: each piece removed,
+# three seeds for five that cost accuracy, one for others (other days' timings: ratios of 0.88-1.11
+# mean nothing; [the lab](labs/09_speedrun_experiments.ipynb) has a table).
 
 # %% [markdown]
 # ## Summary
 #
 # * Training time is arithmetic **and** memory traffic **and** Python overhead; for MNIST's small
 #   network the data as one tensor halved the time.
-# * Remove one trick at a time to learn what each is worth. On CIFAR-10, channels_last and bfloat16
-#   buy time, five other pieces about half a point each (one seed); float32 scores half a point more in
-#   over three times the time. Print the machine beside every speed figure.
-# * airbench's pieces trade cleverness for epochs: with them a 2-core CPU trains CIFAR-10 (our JPEG copy)
+# * Remove one trick at a time to learn its worth. On CIFAR-10, channels_last and bfloat16
+#   buy time, five other pieces about half a point each (three seeds); float32 scores half a point
+#   more (one seed) at 3.3 times the time. Print the machine beside every speed figure.
+# * airbench's pieces trade cleverness for epochs: with them a 2-core CPU trains CIFAR-10 (JPEG copy)
 #   to about 91 % in about 10 minutes, far beyond notebook 2's LeNet.
 
 # %% [markdown]

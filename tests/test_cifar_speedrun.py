@@ -228,13 +228,14 @@ def _recorded(folder, name, seed, seconds, six, two, one, removed=None):
 
 
 def test_recorded_tables_read_the_runs_medians_and_the_goal(tmp_path):
-    assert "no run recorded" in cs.recorded_tables(tmp_path)
+    from cnncourse.speedrun_records import recorded_tables
+    assert "no run recorded" in recorded_tables(tmp_path)
     folder = tmp_path / "speedrun-cifar10"
     for seed, (seconds, six) in enumerate([(600, 0.931), (660, 0.925), (630, 0.934)]):
         _recorded(folder, f"recipe-s{seed}", seed, seconds, six, six - 0.002, six - 0.01)
     _recorded(folder, "without-lookahead-s0", 0, 590, 0.920, 0.918, 0.91, removed="Lookahead")
     (folder / "search" / "e8-s0").mkdir(parents=True)            # the search is not a recorded run
-    text = cs.recorded_tables(tmp_path)
+    text = recorded_tables(tmp_path)
     assert "| 1 | 11.0 min | 92.50 % | 92.30 % | 91.50 % |" in text
     assert "| median of 3 | 10.5 min | 93.10 % |" in text
     assert "| mean ± sd | | 93.00 ± 0.46 % |" in text
@@ -243,7 +244,30 @@ def test_recorded_tables_read_the_runs_medians_and_the_goal(tmp_path):
         "| -1.10 points | 91.00 % |" in text
     assert "3 seeds differ by a standard deviation of 0.46 points" in text
     assert "the recipe's own seeds took 0.95-1.05 times their median" in text
-    assert "missed: 0.40 points short" in cs.recorded_tables(tmp_path, accuracy=0.935)
+    assert "missed: 0.40 points short" in recorded_tables(tmp_path, accuracy=0.935)
+
+
+def test_removal_effects_are_medians_over_seeds_against_the_recipes_median(tmp_path):
+    from cnncourse.speedrun_records import recorded_tables, removal_effects
+    from cnncourse.speedrun_records import speedrun_results
+    folder = tmp_path / "speedrun-cifar10"
+    _recorded(folder, "without-whitening-s0", 0, 500, 0.900, 0.89, 0.880, removed="whitening")
+    assert removal_effects(speedrun_results("speedrun-cifar10", tmp_path)) == []     # no recipe run to compare with
+    _recorded(folder, "recipe-s0", 0, 600, 0.930, 0.928, 0.920)
+    for seed, (seconds, six, one) in enumerate([(540, 0.910, 0.900), (660, 0.920, 0.890)], start=1):
+        _recorded(folder, f"without-whitening-s{seed}", seed, seconds, six, six, one, removed="whitening")
+    _recorded(folder, "without-Lookahead-s0", 0, 720, 0.935, 0.93, 0.925, removed="Lookahead")
+    effects = removal_effects(speedrun_results("speedrun-cifar10", tmp_path))
+    assert [e["trick"] for e in effects] == ["whitening", "Lookahead"]               # in TRICKS' order
+    whitening, lookahead = effects
+    assert whitening["seeds"] == 3 and whitening["seconds"] == 540 and whitening["ratio"] == pytest.approx(0.9)
+    assert whitening["six"] == 0.910 and whitening["one"] == 0.890
+    assert whitening["change"] == pytest.approx(-2.0) and lookahead["change"] == pytest.approx(0.5)
+    assert lookahead["ratio"] == pytest.approx(1.2)
+    text = recorded_tables(tmp_path)     # one recipe seed: the table says there is no spread to judge by
+    assert "| whitening | a trained 2 x 2 convolution first, initialised as PyTorch does | 3 | 9.0 min | 0.90 " \
+        "| 91.00 % | -2.00 points | 89.00 % |" in text
+    assert "one recipe seed: no spread to compare with." in text and "standard deviation" not in text
 
 
 def test_the_recipe_is_the_recorded_choice_and_its_runs_used_it():

@@ -184,22 +184,22 @@ def _fake_speedrun(folder, name, seed, seconds, test, trick=None):
 
 
 def test_speedrun_tables_read_the_recorded_runs(tmp_path):
-    from cnncourse import reference
-    assert reference.speedrun_table(path=tmp_path) == "MNIST speedrun: not measured yet."
+    from cnncourse import speedrun_records
+    assert speedrun_records.speedrun_table(path=tmp_path) == "MNIST speedrun: not measured yet."
     for seed, (seconds, test) in enumerate([(20.0, 0.9905), (31.0, 0.9950), (22.0, 0.9890)]):
         _fake_speedrun(tmp_path, f"recipe-s{seed}", seed, seconds, test)
     _fake_speedrun(tmp_path, "without-batchnorm-s0", 0, 11.0, 0.95, trick="BatchNorm")
-    table = reference.speedrun_table(path=tmp_path)
+    table = speedrun_records.speedrun_table(path=tmp_path)
     assert "| 1 | 31.0 s | 99.30 % | 99.50 % |" in table
     assert "| median of 3 | 22.0 s | 98.85 % | 99.05 % |" in table        # medians, seed by seed
     assert "at most 30 s of training: met." in table and "native bf16" in table
-    tricks = reference.trick_table(path=tmp_path)
+    tricks = speedrun_records.trick_table(path=tmp_path)
     assert "| none (the recipe) | | 3 | 22.0 s | 1.00 | 99.05 % |" in tricks
     assert "| BatchNorm | no BatchNorm (convolutions with bias), rate 0.2 | 1 | 11.0 s | 0.50 | 95.00 % |" in tricks
     assert "| channels_last | the default NCHW memory layout | | not measured yet | | |" in tricks
     _fake_speedrun(tmp_path, "recipe-s2", 2, 40.0, 0.9890)                 # now the median misses the goal
-    assert ": met" not in reference.speedrun_table(path=tmp_path)
-    assert "Goal 99.0 % test accuracy in at most 30 s of training: missed: 1.0 s over." in reference.speedrun_table(path=tmp_path)
+    assert ": met" not in speedrun_records.speedrun_table(path=tmp_path)
+    assert "Goal 99.0 % test accuracy in at most 30 s of training: missed: 1.0 s over." in speedrun_records.speedrun_table(path=tmp_path)
 
 
 def test_quiet_stderr_silences_file_descriptor_2_and_restores_it(capfd):
