@@ -277,12 +277,12 @@ if effects:
 # %% [markdown]
 # **Read.** channels_last and bf16 buy time: without them the run took 1.84 and 3.30 times as long
 # (one seed each). Whitening, identity initialisation, the BatchNorm biases' rate, translations and
-# Lookahead buy accuracy: without each, the median of three seeds scored 0.45-0.57 points lower, and
-# each difference of the means exceeds two standard errors (identity initialisation only just: 0.38
-# against 0.31). Seed 0 alone had put them 0.46-0.64 points down, up to 0.17 points from the median
+# Lookahead buy accuracy: without each, the median of three seeds scored 0.45-0.57 points lower (the
+# figure), and each difference of the means (printed above it) exceeds two standard errors, a loose
+# bar with three seeds a side: identity initialisation passes only just (0.38 against 0.31). Seed 0 alone had put them 0.46-0.64 points down, up to 0.17 points from the median
 # of three. The whitening bias schedule, derandomised flips and label smoothing stay inside the
 # band with their one seed: what they are worth is not shown. float32 is the one removal that scored
-# higher (+0.49 points, one seed): part of the distance to 93 % is probably bfloat16's precision, but
+# above the band (+0.49 points, one seed): part of the distance to 93 % is probably bfloat16's precision, but
 # float32's 31.7 minutes do not fit the budget.
 
 # %% [markdown]
