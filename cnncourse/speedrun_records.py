@@ -83,14 +83,17 @@ def removal_effects(groups: Dict[str, list]) -> list:
     trick its number of seeds, median training seconds, ``ratio`` (that over the recipe's median), median
     test accuracy with six views (``six``) and one (``one``), and ``change``, six views minus the recipe's
     median, in points. Empty without recipe runs."""
-    def median(runs, key):
-        return statistics.median(r[key] for r in runs)
     base = groups.get("recipe")
-    return [{"trick": t, "seeds": len(groups[t]), "seconds": median(groups[t], "train_seconds"),
-             "ratio": median(groups[t], "train_seconds") / median(base, "train_seconds"),
-             "six": median(groups[t], "test_accuracy"), "one": median(groups[t], "test_accuracy_no_tta"),
-             "change": 100 * (median(groups[t], "test_accuracy") - median(base, "test_accuracy"))}
-            for t in TRICKS if t in groups] if base else []
+    if not base:
+        return []
+    base_seconds, base_six = (statistics.median(r[key] for r in base) for key in ("train_seconds", "test_accuracy"))
+    effects = []
+    for trick in [t for t in TRICKS if t in groups]:
+        seconds, six, one = (statistics.median(r[key] for r in groups[trick])
+                             for key in ("train_seconds", "test_accuracy", "test_accuracy_no_tta"))
+        effects.append({"trick": trick, "seeds": len(groups[trick]), "seconds": seconds, "ratio": seconds / base_seconds,
+                        "six": six, "one": one, "change": 100 * (six - base_six)})
+    return effects
 
 
 def recorded_tables(path=None, minutes: float = 15.0, accuracy: float = 0.93) -> str:

@@ -248,8 +248,7 @@ def test_recorded_tables_read_the_runs_medians_and_the_goal(tmp_path):
 
 
 def test_removal_effects_are_medians_over_seeds_against_the_recipes_median(tmp_path):
-    from cnncourse.speedrun_records import recorded_tables, removal_effects
-    from cnncourse.speedrun_records import speedrun_results
+    from cnncourse.speedrun_records import recorded_tables, removal_effects, speedrun_results
     folder = tmp_path / "speedrun-cifar10"
     _recorded(folder, "without-whitening-s0", 0, 500, 0.900, 0.89, 0.880, removed="whitening")
     assert removal_effects(speedrun_results("speedrun-cifar10", tmp_path)) == []     # no recipe run to compare with

@@ -206,7 +206,8 @@ display(Markdown(speedrun_records.recorded_tables()))
 # %%
 import matplotlib.pyplot as plt
 
-recipe_runs = speedrun_records.speedrun_results("speedrun-cifar10").get("recipe", [])
+cifar_groups = speedrun_records.speedrun_results("speedrun-cifar10")   # recipe-s*/ and without-*/, read once
+recipe_runs = cifar_groups.get("recipe", [])
 if search and recipe_runs:
     per_epoch = statistics.median(r["train_seconds"] / r["recipe"]["epochs"] for r in recipe_runs) / 60
     epochs = [r["recipe"]["epochs"] for r in search]
@@ -241,8 +242,7 @@ if search and recipe_runs:
 # its standard errors, lab 4's rule.
 
 # %%
-groups = speedrun_records.speedrun_results("speedrun-cifar10")
-effects = speedrun_records.removal_effects(groups)
+effects = speedrun_records.removal_effects(cifar_groups)
 if effects:
     six = [100 * r["test_accuracy"] for r in recipe_runs]
     sd = statistics.stdev(six) if len(six) > 1 else 0.0
@@ -252,7 +252,7 @@ if effects:
         line = (f"without {e['trick']:<25} {e['ratio']:4.2f} x the time, {e['change']:+.2f} points (six views, "
                 + (f"median of {e['seeds']} seeds" if e["seeds"] > 1 else "one seed") + ")")
         if e["seeds"] > 1 and len(six) > 1:   # lab 4's rule: the difference of the means against 2 standard errors
-            runs = [100 * r["test_accuracy"] for r in groups[e["trick"]]]
+            runs = [100 * r["test_accuracy"] for r in cifar_groups[e["trick"]]]
             se = math.sqrt(statistics.variance(runs) / len(runs) + statistics.variance(six) / len(six))
             line += f"; means differ by {statistics.mean(runs) - statistics.mean(six):+.2f}, 2 SE = {2 * se:.2f}"
         print(line)
