@@ -35,7 +35,7 @@ from torch import nn
 
 from cnncourse.speedrun import normalise, use_bf16
 
-__all__ = ["CifarRecipe", "TRICKS", "MEAN", "STD", "whitening_weights", "airbench_net", "alternating_flips",
+__all__ = ["CifarRecipe", "TRICKS", "MEAN", "STD", "whitening_weights", "whitening_sample", "airbench_net", "alternating_flips",
            "random_translate", "triangle", "Lookahead", "tta_views_logits", "cifar_tensors", "speedrun_cifar10"]
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -55,6 +55,8 @@ class CifarRecipe:
     widths: tuple = (64, 256, 256)
     whiten: bool = True             # False: an ordinary trained 2 x 2 convolution first
     whiten_bias_epochs: float = 3.0  # the whitening layer's bias trains this long, then stays
+    whiten_sample: str = "first"    # the 5,000 images that set the whitening: "first" the first 5,000 (in a
+    # folder sorted by class: airplanes only), "spread" evenly through the training set (every class)
     identity_init: bool = True
     translate: int = 2              # pixels of random shift (0: none)
     alternating_flips: bool = True  # False: a fresh random half mirrored every epoch
@@ -139,6 +141,15 @@ def airbench_net(widths=(64, 256, 256), whiten_channels: int = 3, patch: int = 2
 
 
 # ------------------------------------------------------------------------------------ the data
+def whitening_sample(images: torch.Tensor, how: str = "spread", n: int = 5000) -> torch.Tensor:
+    """The ``n`` images whose patches set the whitening: ``"spread"`` evenly spaced through ``images``
+    (a sample of every class even when a folder copy lists the images class by class), ``"first"``
+    the first ``n`` (a random sample only when the images come shuffled, as in CIFAR-10's own files)."""
+    if how == "first" or len(images) <= n:
+        return images[:n]
+    return images[torch.arange(n) * len(images) // n]
+
+
 def alternating_flips(n: int, epoch: int, seed: int = 0, device=None) -> torch.Tensor:
     """Which of ``n`` images to mirror in ``epoch``: a seeded random half in even epochs, exactly the
     other half in odd ones, so every pair of epochs sees every image both ways (derandomised flips)."""
@@ -260,6 +271,8 @@ def speedrun_cifar10(recipe: Optional[CifarRecipe] = None, seed: int = 0, data=N
     recipe = replace(recipe or CifarRecipe(), **changes)
     if recipe.epochs <= 0 or recipe.batch_size < 1 or recipe.lr <= 0 or not 0 <= recipe.momentum < 1:
         raise ValueError(f"epochs and lr must be > 0, batch_size >= 1 and momentum in [0, 1); got {recipe}")
+    if recipe.whiten_sample not in ("spread", "first"):
+        raise ValueError(f"whiten_sample must be 'spread' or 'first'; got {recipe.whiten_sample!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tensors = tensors or cifar_tensors(data, root, val_fraction, val_seed)
     (train_x, train_y) = tensors["train"]
@@ -286,7 +299,7 @@ def speedrun_cifar10(recipe: Optional[CifarRecipe] = None, seed: int = 0, data=N
     started = time.perf_counter()
     if recipe.whiten:   # part of the timed run, as in airbench
         with torch.no_grad():
-            model[0].weight.copy_(whitening_weights(x_float[:5000].cpu()).to(device))
+            model[0].weight.copy_(whitening_weights(whitening_sample(x_float, recipe.whiten_sample).cpu()).to(device))
     del x_float
     norm_biases = [m.bias for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     others = [p for p in model.parameters() if p.requires_grad and all(p is not b for b in norm_biases)]

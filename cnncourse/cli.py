@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "cnncourse.cifar_speedrun.TRICKS (CIFAR-10), e.g. 'BatchNorm' (a wrong name lists them)")
     speed.add_argument("--epochs", type=float, default=None,
                        help="override the recipe's epochs (CIFAR-10 may take a fraction, e.g. 9.9)")
+    speed.add_argument("--set", dest="recipe_set", metavar="FIELD=VALUE", action="append", default=[],
+                       help="CIFAR-10: change one field of cnncourse.cifar_speedrun.CifarRecipe (repeatable), "
+                            "e.g. --set whiten_sample=first")
     speed.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     speed.add_argument("--data-root", metavar="DIR", default=None, help="the data folder (as for train)")
     speed.add_argument("--data", metavar="PATH", default=None,
@@ -527,9 +530,10 @@ def speedrun_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise UsageError(f"--without {args.without!r}: for --task {args.task} choose one of "
                              f"{', '.join(map(repr, tricks))}")
         changes.update(tricks[args.without][1])
-    if args.task == "mnist" and (args.data is not None or args.val_fraction is not None):
-        raise UsageError("--data and --val-fraction apply to --task cifar10 (MNIST's speedrun always reads MNIST "
-                         "and holds out 10 %)")
+    if args.task == "mnist" and (args.data is not None or args.val_fraction is not None or args.recipe_set):
+        raise UsageError("--data, --val-fraction and --set apply to --task cifar10 (MNIST's speedrun always reads "
+                         "MNIST and holds out 10 %)")
+    changes.update(_recipe_set(args.recipe_set))
     from cnncourse.runconfig import LIMITS  # the same bounds as `train`
     for name, value, high in (("--seed", args.seed, LIMITS["seed"][0]), ("--val-seed", args.val_seed, LIMITS["seed"][0]),
                               ("--epochs", args.epochs, LIMITS["epochs"][0])):
@@ -569,6 +573,30 @@ def speedrun_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _recipe_set(pairs: Sequence[str]) -> dict:
+    """--set FIELD=VALUE pairs as CifarRecipe changes, each value read as its field's type."""
+    from dataclasses import fields
+    from cnncourse.cifar_speedrun import CifarRecipe
+    kinds = {f.name: type(getattr(CifarRecipe(), f.name)) for f in fields(CifarRecipe)}
+    kinds = {name: kind for name, kind in kinds.items() if kind in (bool, int, float, str)}
+    changes = {}
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        if name not in kinds or not text:
+            raise UsageError(f"--set {pair!r}: give FIELD=VALUE with FIELD one of {', '.join(kinds)}")
+        kind = kinds[name]
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false"):
+                    raise ValueError
+                changes[name] = text.lower() == "true"
+            else:
+                changes[name] = kind(text)
+        except ValueError:
+            raise UsageError(f"--set {pair!r}: {name} takes a {kind.__name__}") from None
+    return changes
+
+
 def _cifar_tricks() -> dict:
     from cnncourse.cifar_speedrun import TRICKS
     return TRICKS
@@ -584,6 +612,8 @@ def _speedrun_command(args: argparse.Namespace, data: Optional[str]) -> str:
                         ("--val-seed", args.val_seed if args.val_fraction else None)):
         if value is not None:
             parts += [flag, str(value)]
+    for pair in args.recipe_set:
+        parts += ["--set", pair]
     return " ".join(shlex.quote(p) for p in parts + ["--out", str(args.out)])
 
 

@@ -37,6 +37,31 @@ def test_whitening_weights_whiten_the_patches():
     assert torch.equal(weights[12:], -weights[:12])
 
 
+def test_the_whitening_sample_spreads_over_a_set_sorted_by_class():
+    """A folder copy lists the images class by class: its first 5,000 are all airplanes."""
+    labels = torch.arange(10).repeat_interleave(600)
+    images = labels.view(-1, 1, 1, 1).float().expand(-1, 3, 4, 4)
+    spread = cs.whitening_sample(images, "spread", n=500)[:, 0, 0, 0]
+    assert torch.equal(torch.bincount(spread.long(), minlength=10), torch.full((10,), 50))
+    assert torch.equal(cs.whitening_sample(images, "first", n=500), images[:500])
+    assert len(cs.whitening_sample(images[:300], "spread", n=500)) == 300
+
+
+def test_the_run_whitens_with_the_spread_sample():
+    """The run's frozen first layer is whitening_weights of the sample its recipe names."""
+    torch.manual_seed(0)
+    labels = torch.arange(10).repeat_interleave(520)                 # 5,200 images, sorted by class
+    images = (torch.rand(len(labels), 3, 32, 32) * 60 + labels.view(-1, 1, 1, 1) * 19).to(torch.uint8)
+    tensors = {"train": (images, labels), "val": (images[::52], labels[::52])}
+    from cnncourse.speedrun import normalise
+    x = normalise(images, cs.MEAN, cs.STD, "cpu", channels_last=False)
+    for how in ("spread", "first"):
+        run = cs.speedrun_cifar10(epochs=0.05, tensors=tensors, keep_model=True, whiten_sample=how, bf16=False,
+                                  translate=0, **TINY)
+        expected = cs.whitening_weights(cs.whitening_sample(x, how))
+        assert torch.allclose(run["model"][0].weight, expected, atol=1e-5), how
+
+
 def test_alternating_flips_mirror_each_image_once_in_two_epochs():
     even, odd = cs.alternating_flips(1000, 0, seed=3), cs.alternating_flips(1000, 1, seed=3)
     assert torch.equal(even, ~odd) and torch.equal(even, cs.alternating_flips(1000, 2, seed=3))
@@ -182,20 +207,25 @@ def test_bad_recipes_are_refused_clearly(sample):
         cs.speedrun_cifar10(tensors=sample, batch_size=4096)
     with pytest.raises(ValueError, match="epochs and lr must be > 0"):
         cs.speedrun_cifar10(tensors=sample, epochs=0)
+    with pytest.raises(ValueError, match="whiten_sample must be 'spread' or 'first'"):
+        cs.speedrun_cifar10(tensors=sample, whiten_sample="random")
 
 
 def test_cli_speedrun_cifar10_records_the_removal_and_a_portable_command(tmp_path, capsys):
     config.set_quick_mode(True)
     out = tmp_path / "run"
     assert main(["speedrun", "--task", "cifar10", "--epochs", "0.5", "--without", "Lookahead", "--val-fraction", "0.1",
-                 "--threads", "1", "--out", str(out), "--no-progress"]) == 0
+                 "--set", "whiten_sample=first", "--set", "label_smoothing=0.1", "--threads", "1", "--out", str(out),
+                 "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_train_images"] == 1800 and metrics["device"] == "cpu" and metrics["recipe"]["epochs"] == 0.5
     assert metrics["recipe"]["lookahead"] is False and metrics["removed_trick"] == "Lookahead"
+    assert metrics["recipe"]["whiten_sample"] == "first" and metrics["recipe"]["label_smoothing"] == 0.1
     assert {"val_accuracy", "val_accuracy_flip", "val_accuracy_no_tta", "train_seconds"} <= set(metrics)
     assert "test_accuracy" not in metrics and "validation accuracy" in capsys.readouterr().err   # chosen on validation
     assert metrics["provenance"]["command"] == ("cnncourse speedrun --task cifar10 --seed 0 --without Lookahead "
-                                                f"--epochs 0.5 --val-fraction 0.1 --val-seed 0 --out {out}")
+                                                f"--epochs 0.5 --val-fraction 0.1 --val-seed 0 --set whiten_sample=first "
+                                                f"--set label_smoothing=0.1 --out {out}")
     weights = metrics["weights"]
     data = (out / "model.pt").read_bytes()
     assert weights["sha256"] == hashlib.sha256(data).hexdigest() and weights["dtype"] == "float16"
@@ -215,6 +245,12 @@ def test_cli_speedrun_cifar10_records_the_removal_and_a_portable_command(tmp_pat
     assert "'Lookahead'" in capsys.readouterr().err
     assert main(["speedrun", "--task", "mnist", "--epochs", "1.5", "--out", str(tmp_path / "c")]) == 2
     assert "whole number of epochs" in capsys.readouterr().err
+    for pair, message in (("colour=red", "FIELD one of epochs"), ("epochs=many", "epochs takes a float"),
+                          ("lookahead=maybe", "lookahead takes a bool"), ("lookahead", "give FIELD=VALUE")):
+        assert main(["speedrun", "--task", "cifar10", "--set", pair, "--out", str(tmp_path / "d")]) == 2
+        assert message in capsys.readouterr().err, pair
+    assert main(["speedrun", "--set", "epochs=2", "--out", str(tmp_path / "e")]) == 2
+    assert "--set apply to --task cifar10" in capsys.readouterr().err
 
 
 def _recorded(folder, name, seed, seconds, six, two, one, removed=None):
@@ -279,7 +315,9 @@ def test_the_recipe_is_the_recorded_choice_and_its_runs_used_it():
     searched = {json.loads(p.read_text())["recipe"]["epochs"] for p in folder.glob("search/*/metrics.json")}
     assert choice["epochs"] in searched
     from dataclasses import asdict
+    added_later = {"whiten_sample": "first"}    # fields added after some runs, with what those runs did
     for run in folder.glob("recipe-s*/metrics.json"):
         recorded = json.loads(run.read_text())
-        assert recorded["recipe"] == json.loads(json.dumps(asdict(cs.CifarRecipe()))), run.parent.name
+        recipe = {**added_later, **recorded["recipe"]}
+        assert recipe == json.loads(json.dumps(asdict(cs.CifarRecipe()))), run.parent.name
         assert recorded["removed_trick"] is None and "val_accuracy" not in recorded
