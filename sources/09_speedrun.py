@@ -672,8 +672,8 @@ for e in speedrun_records.removal_effects(groups):   # each piece removed, again
 # **The goal is missed**: about 91 % in under 11 minutes, two points short. Validation
 # barely rose from 12 to 16 epochs, and airbench's own code scored as ours on the same data (the lab):
 # the gap lies in our lossy JPEG copy (cost unmeasured) and partly in bfloat16, not the recipe. Above,
-# each piece removed: three seeds but for label smoothing and the speed pieces (timings
-# vary 0.88-1.11 between days; [the lab](labs/09_speedrun_experiments.ipynb) has a table).
+# each piece removed: three seeds but for the two speed pieces (timings
+# vary 0.84-1.11 between runs; [the lab](labs/09_speedrun_experiments.ipynb) has a table).
 
 # %% [markdown]
 # ## Summary

@@ -7,7 +7,7 @@
 # how the MNIST recipe was chosen and what its runs and removals measured, seed by seed; the CIFAR-10
 # search for the number of epochs on a held-out validation set, the recorded runs, airbench's own code
 # on the same data, and the removals; and the shipped CIFAR-10 network, checked. Every figure is read from `results/`; the only training
-# here is eight steps, five of them profiled. Every time is of one machine, printed beside it, and
+# here is eight steps, five of them profiled. Each time is printed beside the machine that measured it, and
 # the recorded speedruns were timed on a quiet machine: other jobs beside a run slow it down.
 
 # %%
@@ -236,9 +236,11 @@ if search and recipe_runs:
 # 45,000 images of the JPEG copy for the recipe's 12 epochs, and was scored on the same 5,000 held out,
 # changed only where a CPU needs it: float32 weights under bfloat16 autocast for its float16 GPU weights,
 # a clock for CUDA's (`python scripts/airbench_crosscheck.py`, run twice, since it seeds nothing).
-# Beside it, the course's search run of 12 epochs, and the same run with one more change: in the JPEG
-# copy, whose folders list the images class by class, the first 5,000 training images, from which the
-# recipe sets its whitening, are all airplanes; `--set whiten_sample=spread` takes 5,000 from every class.
+# Beside it, the course's search run of 12 epochs, and the same run with one more change: the JPEG
+# copy's folders list the images class by class, so the first 5,000 training images, from which the
+# recipe sets its whitening, are nearly all airplanes (all of them in the full training set);
+# `--set whiten_sample=spread` takes 5,000 from every class, as airbench's code does here (the script
+# shuffles its images once).
 
 # %%
 compared = [("the course's recipe (whitening from the first 5,000 images)", search_dir / "e12-s0"),
@@ -256,12 +258,12 @@ display(Markdown("\n".join(rows)))
 # %% [markdown]
 # **Read.** airbench's own code scored 90.30 and 90.52 % with six views, the course's recipe 90.48 %,
 # and 90.44 % with the whitening taken from every class: differences of a few tenths, the size of the
-# spread between seeds (with one view the four lie within 89.12-89.92 %). So the course's recipe is
-# airbench's, and the distance to the 94 % airbench reports on CIFAR-10's own files is not in the
+# spread between seeds (with one view they spread wider: 89.12-89.92 %). So the course's recipe scores
+# as airbench's code does, and the distance to the 94 % airbench reports on CIFAR-10's own files is not in the
 # recipe but in the data and the precision. Our copy is JPEG-compressed (quality 75, colour stored at
 # half the resolution), which blurs the fine detail and colour the network reads; what that costs
 # cannot be measured without the original files. bfloat16 costs a little too: float32 scored 0.49
-# points more (one seed, below). Whitening from airplanes only made no difference one seed can show,
+# points above the recipe's median (one seed, below). Whitening from (nearly) airplanes only made no difference one seed can show,
 # so the recorded runs keep it.
 
 # %% [markdown]
@@ -269,11 +271,11 @@ display(Markdown("\n".join(rows)))
 #
 # `bash results/run_speedrun_cifar10.sh DATA without 2 1` removed each piece of the recipe in turn with
 # seed 0, nothing else changed, each a fresh process on a quiet machine with two threads, like the
-# recipe's runs but on other days. The five pieces whose removal cost accuracy then got seeds 1 and 2
-# (`ONLY="whitening identity-initialisation scaled-batchnorm-biases random-translations lookahead"`
-# before the same command with `3` at the end), and so did the whitening bias schedule and derandomised
-# flips; label smoothing and the two speed pieces kept one seed. Timings vary from day to day: the recipe's own seeds
-# took 0.95-1.11 times their median and the removals whose time should not change 0.88-1.06 times it,
+# recipe's runs but mostly on other days. The five pieces whose removal cost accuracy then got seeds 1
+# and 2 (`ONLY="whitening identity-initialisation scaled-batchnorm-biases random-translations lookahead"`
+# before the same command with `3` at the end), and so did the three others that might move accuracy
+# (the whitening bias schedule, derandomised flips, label smoothing); the two speed pieces kept one
+# seed. Timings vary from run to run: the recipe's own seeds took 0.95-1.11 times their median and the removals whose time should not change 0.84-1.06 times it,
 # so only a time ratio well outside that range is the piece's. A piece buys time if the run without it
 # is slower; it buys accuracy if the run without it scores lower than the recipe's seeds do. One seed
 # inside the recipe's spread over seeds (the grey band: ± twice its standard deviation) is not told
@@ -318,12 +320,13 @@ if effects:
 # (one seed each). Whitening, identity initialisation, the BatchNorm biases' rate, translations and
 # Lookahead buy accuracy: without each, the median of three seeds scored 0.45-0.57 points lower (the
 # figure), and each difference of the means (printed above it) exceeds two standard errors, a loose
-# bar with three seeds a side: identity initialisation passes only just (0.38 against 0.31). Seed 0 alone had put them 0.46-0.64 points down, up to 0.17 points from the median
-# of three. The whitening bias schedule and derandomised flips stay inside the band with three seeds
-# (medians -0.04 and -0.05 points, the means within two standard errors), label smoothing with its one
-# seed: whatever they are worth on this data is less than three seeds can show. float32 is the one removal that scored
-# above the band (+0.49 points, one seed): part of the distance to 93 % is probably bfloat16's precision, but
-# float32's 31.7 minutes do not fit the budget.
+# bar with three seeds a side: identity initialisation passes only just (0.38 against 0.31). Seed 0
+# alone had put them 0.46-0.64 points down, up to 0.17 points from the median of three. The whitening
+# bias schedule, derandomised flips and label smoothing stay inside the band with three seeds (medians
+# -0.04, -0.05 and +0.05 points, the means within two standard errors): whatever they are worth on this
+# data is less than three seeds can show. float32 is the one removal that scored above the band (+0.49
+# points, one seed): part of the distance to 93 % is probably bfloat16's precision, but float32's 31.7
+# minutes do not fit the budget.
 
 # %% [markdown]
 # ## The shipped network
