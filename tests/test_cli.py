@@ -109,7 +109,7 @@ def test_the_options_are_the_settings_passed_to_fit():
 @pytest.mark.parametrize("size, small_input, kernel", [(32, None, 3), (63, None, 3), (64, None, 7), (32, False, 7),
                                                        (64, True, 3)])
 def test_the_small_input_stem_is_the_default_below_64_px(size, small_input, kernel):
-    from cnncourse.cli import _build_model
+    from cnncourse.cli_train import _build_model
     from cnncourse.data import dataset_info
     config = TrainConfig(model="resnet18", data="cifar10", small_input=small_input)
     with torch.device("meta"):

@@ -487,7 +487,7 @@ def test_the_train_command_passes_random_erasing_to_the_training_loader_only(mon
     cnncourse.set_quick_mode(True)
     train, test = fast_loaders("mnist", batch_size=32, erase=0.5)
     assert train.erase == 0.5 and test.erase == 0.0
-    from cnncourse.cli import _build_data
+    from cnncourse.cli_train import _build_data
     config = TrainConfig(model="lenet", data="mnist", random_erasing=0.5, val_fraction=0.1, quick=True)
     train, val, test, _, _ = _build_data(config, torch.device("cpu"), seed=0)
     assert (train.erase, val.erase, test.erase) == (0.5, 0.0, 0.0)

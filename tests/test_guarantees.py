@@ -306,7 +306,7 @@ def test_cnncourse_debug_1_shows_the_traceback_like_debug(tmp_path, monkeypatch,
 
 
 def test_preset_and_loader_choose_the_same_images_on_the_command_line():
-    from cnncourse.cli import _build_data
+    from cnncourse.cli_train import _build_data
     from cnncourse.runconfig import TrainConfig
     config.set_quick_mode(True)
     firsts = {}

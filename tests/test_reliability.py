@@ -239,7 +239,7 @@ def test_fit_tells_a_distributed_sampler_the_epoch(tmp_path):
 def test_the_classic_loader_never_augments_validation_or_test_images(tmp_path, capsys):
     """--loader torch: the held-out and test images are the same at every read, the training ones are not."""
     from cnncourse import config
-    from cnncourse.cli import _build_data
+    from cnncourse.cli_train import _build_data
     from cnncourse.runconfig import TrainConfig
     config.set_quick_mode(True)
     settings = TrainConfig(model="lenet", data="cifar10", loader="torch", augment=True, val_fraction=0.2,
