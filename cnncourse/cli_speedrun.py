@@ -73,10 +73,9 @@ def speedrun_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _recipe_set(pairs: Sequence[str]) -> dict:
     """--set FIELD=VALUE pairs as CifarRecipe changes, each value read as its field's type."""
-    from dataclasses import fields
+    from dataclasses import asdict
     from cnncourse.cifar_speedrun import CifarRecipe
-    kinds = {f.name: type(getattr(CifarRecipe(), f.name)) for f in fields(CifarRecipe)}
-    kinds = {name: kind for name, kind in kinds.items() if kind in (bool, int, float, str)}
+    kinds = {name: type(value) for name, value in asdict(CifarRecipe()).items() if type(value) in (bool, int, float, str)}
     changes = {}
     for pair in pairs:
         name, _, text = pair.partition("=")

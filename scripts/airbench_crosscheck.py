@@ -60,7 +60,8 @@ def write_split(folder: Path, data: str, root: str, val_seed: int = 0) -> None:
     """The course's hold-out split (cifar_tensors, --val-fraction 0.1) as airbench's train.pt and test.pt."""
     import torch
     from cnncourse.cifar_speedrun import cifar_tensors
-    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    from cnncourse.data import class_names
+    classes = class_names("cifar10")
     splits = cifar_tensors(data, root, val_fraction=0.1, val_seed=val_seed)
     x, y = splits["train"]
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))   # the folder lists class by class
